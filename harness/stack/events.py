@@ -1,0 +1,57 @@
+"""Lambda event payloads shaped as API Gateway, DynamoDB Streams and EventBridge send them."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+
+def _request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def websocket_event(route_key: str, conn_id: str, *, domain: str, stage: str, api_id: str = "local",
+                    query: dict[str, str] | None = None, body: str | None = None,
+                    headers: dict[str, str] | None = None, source_ip: str = "127.0.0.1") -> dict[str, Any]:
+    event_type = {"$connect": "CONNECT", "$disconnect": "DISCONNECT"}.get(route_key, "MESSAGE")
+    now = time.time()
+    context: dict[str, Any] = {
+        "routeKey": route_key, "eventType": event_type, "connectionId": conn_id, "domainName": domain,
+        "stage": stage, "apiId": api_id, "requestId": _request_id(), "extendedRequestId": _request_id(),
+        "requestTimeEpoch": int(now * 1000), "connectedAt": int(now * 1000),
+        "requestTime": datetime.fromtimestamp(now, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+        "messageDirection": "IN", "identity": {"sourceIp": source_ip},
+    }
+    event: dict[str, Any] = {"requestContext": context, "isBase64Encoded": False}
+    if event_type == "MESSAGE":
+        context["messageId"] = _request_id()
+        event["body"] = body
+    if event_type == "CONNECT":
+        event["headers"] = headers or {}
+        event["queryStringParameters"] = query or None
+        event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()} if query else None
+    return event
+
+
+def http_event(method: str, route_path: str, raw_path: str, *, path_parameters: dict[str, str] | None = None,
+               stage: str = "$default", domain: str = "127.0.0.1") -> dict[str, Any]:
+    return {
+        "version": "2.0", "routeKey": f"{method} {route_path}", "rawPath": raw_path, "rawQueryString": "",
+        "headers": {"host": domain}, "pathParameters": path_parameters or None, "isBase64Encoded": False,
+        "requestContext": {"http": {"method": method, "path": raw_path, "sourceIp": "127.0.0.1"},
+                           "domainName": domain, "stage": stage, "requestId": _request_id(),
+                           "routeKey": f"{method} {route_path}", "timeEpoch": int(time.time() * 1000)},
+    }
+
+
+def stream_event(records: list[dict[str, Any]], stream_arn: str, region: str = "us-east-1") -> dict[str, Any]:
+    return {"Records": [{**record, "eventSource": "aws:dynamodb", "eventSourceARN": stream_arn,
+                         "awsRegion": region, "eventVersion": "1.1"} for record in records]}
+
+
+def schedule_event(rule_arn: str, region: str = "us-east-1", account: str = "000000000000") -> dict[str, Any]:
+    return {"version": "0", "id": _request_id(), "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": account, "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "region": region,
+            "resources": [rule_arn], "detail": {}}
