@@ -41,7 +41,7 @@ class LocalDynamoDB:
         ensure_free(self.host, self.port, "local DynamoDB")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            [sys.executable, "-m", "harness.stack.moto_server", "-H", self.host, "-p", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
