@@ -26,10 +26,12 @@ class DynamoDBUnavailable(Exception):
 
 
 class LocalDynamoDB:
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None, log_path: str | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, log_path: str | None = None,
+                 ttl_delay: float | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
+        self.ttl_delay = ttl_delay
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,9 +42,10 @@ class LocalDynamoDB:
     def start(self, timeout: float = 30.0) -> LocalDynamoDB:
         ensure_free(self.host, self.port, "local DynamoDB")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "harness.stack.moto_server", "-H", self.host, "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", "harness.stack.moto_server", "-H", self.host, "-p", str(self.port)]
+        if self.ttl_delay is not None:
+            command += ["--ttl-delay", str(self.ttl_delay)]
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -1,10 +1,11 @@
-"""moto's server, with DynamoDB requests serialised as DynamoDB itself would order them.
+"""The local DynamoDB's process: moto's server, with DynamoDB's semantics where moto differs.
 
 moto checks a write's condition and applies the write without any lock, so two concurrent
 conditional writes can both pass and one silently overwrites the other (measured: 12 racing
 joiners, one lost). DynamoDB serialises writes to an item and isolates transactions from
 reads; one lock around every DynamoDB and DynamoDB Streams request gives the same outcomes.
-Run as ``python -m harness.stack.moto_server -H HOST -p PORT``.
+The other fixes (transactions, stream records, TTL) are in ``moto_fidelity``.
+Run as ``python -m harness.stack.moto_server -H HOST -p PORT [--ttl-delay S]``.
 """
 
 from __future__ import annotations
@@ -18,36 +19,55 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 _SERIALISED_TARGETS = ("DynamoDB_", "DynamoDBStreams_")
+_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem", "ExecuteStatement",
+           "BatchExecuteStatement", "ExecuteTransaction")
 
 
-class SerialisedDynamoDB:
-    """WSGI middleware: one DynamoDB request at a time, other services untouched."""
+class DynamoDBSemantics:
+    """WSGI middleware: one DynamoDB request at a time, and stream records as DynamoDB writes them."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+    def __init__(self, app: Callable[..., Iterable[bytes]], lock: threading.Lock) -> None:
+        from . import moto_fidelity
+
         self.app = app
-        self.lock = threading.Lock()
+        self.lock = lock
+        self.fidelity = moto_fidelity
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith(_SERIALISED_TARGETS):
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if not target.startswith(_SERIALISED_TARGETS):
             return self.app(environ, start_response)
         with self.lock:
-            # The body is produced inside the lock: WSGI apps may compute it lazily.
-            return list(self.app(environ, start_response))
+            if target.rsplit(".", 1)[-1] not in _WRITES:
+                # The body is produced inside the lock: WSGI apps may compute it lazily.
+                return list(self.app(environ, start_response))
+            before = self.fidelity.stream_lengths()
+            body = list(self.app(environ, start_response))
+            self.fidelity.coalesce_stream_records(before)
+            return body
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.stack.moto_server")
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, required=True)
+    parser.add_argument("--ttl-delay", type=float, default=None,
+                        help="delete items this many seconds after their TTL (default: never, as moto)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))
 
     from moto.server import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import run_simple
 
+    from . import moto_fidelity
+
+    moto_fidelity.install()
+    lock = threading.Lock()
+    if args.ttl_delay is not None:
+        moto_fidelity.TtlSweeper(lock, args.ttl_delay).start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    run_simple(args.host, args.port, SerialisedDynamoDB(DomainDispatcherApplication(create_backend_app)),
-               threaded=True)
+    app = DynamoDBSemantics(DomainDispatcherApplication(create_backend_app), lock)
+    run_simple(args.host, args.port, app, threaded=True)
 
 
 if __name__ == "__main__":
