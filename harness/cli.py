@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from . import __version__
 
 # Each module defines ``add_parser(subparsers)``, whose parser sets ``run`` (args -> exit status).
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("harness.stack.cli",)
 
 
 class UsageError(Exception):

@@ -13,7 +13,8 @@ from harness.stack import dynamodb as local_ddb
 from harness.stack.events import http_event, schedule_event, stream_event, websocket_event
 from harness.stack.management_api import ManagementApiServer, RecordingConnections
 from harness.stack.streams import StreamReader
-from harness.stack.template import Context, Template, resolve, table_context, table_specs
+from harness.stack.deployment import deployment_context
+from harness.stack.template import Template, resolve, table_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "reference_relay" / "template.yaml"
@@ -33,9 +34,7 @@ class LocalRelay:
         self.ddb = ddb
         self.connections = connections
         self.template = Template.load(TEMPLATE)
-        parameters = {**self.template.parameter_defaults(), **(overrides or {})}
-        base = Context(stack_name="local", parameters=parameters, references={"WebSocketApi": "local"})
-        self.context = table_context(self.template, base)
+        self.context = deployment_context(self.template, parameters=overrides)
         ddb.reset()
         self.client = local_ddb.client(ddb.endpoint)
         specs = table_specs(self.template, self.context)

@@ -46,9 +46,18 @@ def http_event(method: str, route_path: str, raw_path: str, *, path_parameters: 
     }
 
 
+def _lambda_record(record: dict[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
+    """A DynamoDB Streams API record as Lambda delivers it (``userIdentity`` keys in lower camel case)."""
+    shaped = {**record, "eventSource": "aws:dynamodb", "eventSourceARN": stream_arn, "awsRegion": region,
+              "eventVersion": "1.1"}
+    identity = record.get("userIdentity")
+    if identity:
+        shaped["userIdentity"] = {"type": identity.get("Type"), "principalId": identity.get("PrincipalId")}
+    return shaped
+
+
 def stream_event(records: list[dict[str, Any]], stream_arn: str, region: str = "us-east-1") -> dict[str, Any]:
-    return {"Records": [{**record, "eventSource": "aws:dynamodb", "eventSourceARN": stream_arn,
-                         "awsRegion": region, "eventVersion": "1.1"} for record in records]}
+    return {"Records": [_lambda_record(record, stream_arn, region) for record in records]}
 
 
 def schedule_event(rule_arn: str, region: str = "us-east-1", account: str = "000000000000") -> dict[str, Any]:

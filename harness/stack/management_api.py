@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+from .ports import PortInUse
+
 MAX_POST_BYTES = 128 * 1024
 
 
@@ -114,7 +116,11 @@ class ManagementApiServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, connections: Connections, host: str = "127.0.0.1", port: int = 0) -> None:
-        super().__init__((host, port), _Handler)
+        try:
+            super().__init__((host, port), _Handler)
+        except OSError as exc:
+            raise PortInUse(f"management API: cannot listen on {host}:{port} ({exc.strerror}); "
+                            "pick another port") from None
         self.connections = connections
         self._thread: threading.Thread | None = None
 

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -47,6 +48,18 @@ class DynamoDBSemantics:
             return body
 
 
+def _exit_with_parent() -> None:
+    """A stack that dies without stopping us (SIGKILL, a crashed test) must not leave us running."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.stack.moto_server")
     parser.add_argument("-H", "--host", default="127.0.0.1")
@@ -66,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.ttl_delay is not None:
         moto_fidelity.TtlSweeper(lock, args.ttl_delay).start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    _exit_with_parent()
     app = DynamoDBSemantics(DomainDispatcherApplication(create_backend_app), lock)
     run_simple(args.host, args.port, app, threaded=True)
 

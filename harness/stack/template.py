@@ -178,16 +178,3 @@ def table_specs(template: Template, context: Context) -> list[TableSpec]:
             ttl_attribute=ttl.get("AttributeName") if ttl.get("Enabled") in (True, "true") else None,
         ))
     return specs
-
-
-def table_context(template: Template, context: Context) -> Context:
-    """The context with each table's Ref (its name) filled in, for resolving functions' settings."""
-    references = dict(context.references)
-    attributes = dict(context.attributes)
-    bare = Context(context.stack_name, context.region, context.account_id, context.parameters)
-    for spec in table_specs(template, bare):
-        references[spec.logical_id] = spec.name
-        arn = f"arn:aws:dynamodb:{context.region}:{context.account_id}:table/{spec.name}"
-        attributes[(spec.logical_id, "Arn")] = arn
-    return Context(context.stack_name, context.region, context.account_id, context.parameters,
-                   references, {**attributes, **context.attributes})

@@ -1,0 +1,113 @@
+"""``relay-harness up`` (the whole local stack) and ``relay-harness dynamodb`` (only the store)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..cli import UsageError
+from .dynamodb import DynamoDBUnavailable, LocalDynamoDB
+from .local_stack import DEFAULT_TEMPLATE, LocalStack, StackError, StackOptions
+from .ports import PortInUse
+from .template import TemplateError
+from .websocket_api import Quotas
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, item = value.partition("=")
+        if not sep or not key or not item:
+            raise UsageError(f"{what} {value!r} must look like NAME=VALUE")
+        pairs[key] = item
+    return pairs
+
+
+def add_parser(sub: Any) -> None:
+    up = sub.add_parser("up", help="run a relay's SAM template locally: WebSocket API, HTTP API, functions, "
+                                   "DynamoDB, streams, schedules")
+    up.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE,
+                    help="SAM template (default: the reference relay)")
+    up.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    up.add_argument("--port", type=int, default=0, help="WebSocket API port (default: a free one)")
+    up.add_argument("--http-port", type=int, default=0, help="HTTP API port (default: a free one)")
+    up.add_argument("--management-port", type=int, default=0, help="@connections API port (default: a free one)")
+    up.add_argument("--dynamodb-port", type=int, default=0, help="local DynamoDB port (default: a free one)")
+    up.add_argument("--dynamodb-endpoint", help="use this DynamoDB (e.g. one `relay-harness dynamodb` runs, so "
+                                                "the data outlives this process) instead of starting one")
+    up.add_argument("--stack-name", default="local", help="as `sam deploy --stack-name`; names the tables")
+    up.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
+                    help="template parameter override (repeatable)")
+    up.add_argument("--function", action="append", default=[], metavar="NAME=URL",
+                    help="serve function NAME from a Lambda Invoke API endpoint, e.g. `sam local start-lambda`")
+    up.add_argument("--log-dir", type=Path, help="write stack.log, invocations.jsonl, stream-failures.jsonl here")
+    up.add_argument("--ready-file", type=Path, help="write the endpoints here as JSON once everything accepts traffic")
+    up.add_argument("--ttl-delay", type=float, default=5.0, help="seconds after an item's TTL before it is deleted")
+    up.add_argument("--schedule-interval", type=float, help="run every schedule this often (seconds) instead of "
+                                                            "its rate()")
+    up.add_argument("--idle-timeout", type=float, default=600.0, help="seconds (API Gateway: 600)")
+    up.add_argument("--max-connection-duration", type=float, default=7200.0, help="seconds (API Gateway: 7200)")
+    up.add_argument("--max-message-bytes", type=int, default=128 * 1024, help="bytes (API Gateway: 131072)")
+    up.add_argument("--concurrency", type=int, default=16, help="concurrent invocations per function")
+    up.add_argument("--quiet", action="store_true", help="do not echo the stack log to stderr")
+    up.set_defaults(run=run_up)
+
+    ddb = sub.add_parser("dynamodb", help="run only the local DynamoDB, so a restarted stack keeps its data")
+    ddb.add_argument("--host", default="127.0.0.1")
+    ddb.add_argument("--port", type=int, default=8000)
+    ddb.add_argument("--ttl-delay", type=float, default=5.0, help="seconds after an item's TTL before it is deleted")
+    ddb.set_defaults(run=run_dynamodb)
+
+
+def _wait_for_interrupt() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
+def run_up(args: argparse.Namespace) -> int:
+    if not args.template.is_file():
+        raise UsageError(f"template {args.template} not found: pass --template PATH/TO/template.yaml")
+    options = StackOptions(
+        template=args.template, host=args.host, websocket_port=args.port, http_port=args.http_port,
+        management_port=args.management_port, dynamodb_port=args.dynamodb_port,
+        dynamodb_endpoint=args.dynamodb_endpoint, stack_name=args.stack_name,
+        parameters=_pairs(args.parameter, "--parameter"), remote_functions=_pairs(args.function, "--function"),
+        log_dir=args.log_dir, echo=None if args.quiet else sys.stderr, ttl_delay=args.ttl_delay,
+        schedule_interval=args.schedule_interval, concurrency=args.concurrency,
+        quotas=Quotas(args.max_message_bytes, args.idle_timeout, args.max_connection_duration))
+    stack = LocalStack(options)
+    try:
+        stack.start()
+    except (StackError, TemplateError, PortInUse, DynamoDBUnavailable) as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        if args.ready_file:
+            stack.write_ready_file(args.ready_file)
+        print(json.dumps(stack.endpoints), flush=True)
+        _wait_for_interrupt()
+    finally:
+        stack.stop()
+    return 0
+
+
+def run_dynamodb(args: argparse.Namespace) -> int:
+    try:
+        ddb = LocalDynamoDB(args.host, args.port, ttl_delay=args.ttl_delay).start()
+    except (PortInUse, DynamoDBUnavailable) as exc:
+        raise UsageError(str(exc)) from None
+    print(json.dumps({"dynamodb": ddb.endpoint}), flush=True)
+    try:
+        _wait_for_interrupt()
+    finally:
+        ddb.stop()
+    return 0

@@ -1,0 +1,184 @@
+"""Running Lambda functions: in this process by import (default), or over the Lambda Invoke API.
+
+In-process, each function gets a pool of ``concurrency`` slots: one invocation per slot at a
+time, as Lambda runs one invocation per warm instance. Where this differs from Lambda, plainly:
+- module state is shared by all slots of a function (one import), where Lambda keeps it per
+  instance; a relay that caches per-instance state sees one cache here;
+- environment variables are process-wide, so functions whose variables disagree cannot share
+  the process (the stack refuses them with a one-line error; serve one over the Invoke API);
+- a handler that overruns its timeout is reported failed at the deadline, as on Lambda, but its
+  thread runs on to the end (Lambda would freeze it): side effects after the deadline happen.
+Every event is sent through JSON first, so handlers only ever see what Lambda would give them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import json
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+from .logs import StackLog, current_invocation
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    logical_id: str
+    name: str
+    handler: str
+    code_dir: Path
+    environment: dict[str, str]
+    timeout: float = 3.0
+    memory_mb: int = 128
+
+
+@dataclass
+class Invocation:
+    request_id: str
+    function: str
+    payload: Any = None
+    error: dict[str, Any] | None = None
+    duration_ms: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+class Function(Protocol):
+    spec: FunctionSpec
+
+    def invoke(self, event: dict[str, Any]) -> Invocation: ...
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def to_json(event: dict[str, Any]) -> str:
+    return json.dumps(event, default=_json_default)
+
+
+class LambdaContext:
+    def __init__(self, spec: FunctionSpec, request_id: str, region: str, account: str) -> None:
+        self.function_name = spec.name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{region}:{account}:function:{spec.name}"
+        self.memory_limit_in_mb = spec.memory_mb
+        self.aws_request_id = request_id
+        self.log_group_name = f"/aws/lambda/{spec.name}"
+        self.log_stream_name = f"local/[$LATEST]{request_id[:8]}"
+        self._deadline = time.monotonic() + spec.timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class InProcessFunction:
+    def __init__(self, spec: FunctionSpec, log: StackLog, concurrency: int = 16, region: str = "us-east-1",
+                 account: str = "000000000000") -> None:
+        self.spec = spec
+        self.log = log
+        self.region = region
+        self.account = account
+        self.slots = threading.BoundedSemaphore(concurrency)
+        self.executor = ThreadPoolExecutor(max_workers=concurrency * 2, thread_name_prefix=spec.logical_id)
+        self._handler: Callable[[dict[str, Any], Any], Any] | None = None
+        self._import_lock = threading.Lock()
+
+    def _load(self) -> Callable[[dict[str, Any], Any], Any]:
+        with self._import_lock:
+            if self._handler is None:
+                module_name, _, attribute = self.spec.handler.rpartition(".")
+                code_dir = str(self.spec.code_dir)
+                if code_dir not in sys.path:
+                    sys.path.insert(0, code_dir)
+                module = importlib.import_module(module_name)
+                self._handler = getattr(module, attribute)
+            return self._handler
+
+    def _run(self, handler: Callable[..., Any], event: dict[str, Any], context: LambdaContext) -> Any:
+        current_invocation.set((self.spec.name, context.aws_request_id))
+        try:
+            return json.loads(to_json(handler(event, context)))
+        finally:
+            self.slots.release()
+
+    def invoke(self, event: dict[str, Any]) -> Invocation:
+        request_id = str(uuid.uuid4())
+        invocation = Invocation(request_id, self.spec.name)
+        self.log.function_line(self.spec.name, request_id, f"START RequestId: {request_id} Version: $LATEST")
+        started = time.monotonic()
+        try:
+            handler = self._load()
+            payload = json.loads(to_json(event))
+            self.slots.acquire()
+            context = LambdaContext(self.spec, request_id, self.region, self.account)
+            future = self.executor.submit(contextvars.copy_context().run, self._run, handler, payload, context)
+            invocation.payload = future.result(timeout=self.spec.timeout)
+        except FutureTimeout:
+            invocation.error = {"errorType": "Sandbox.Timedout",
+                                "errorMessage": f"Task timed out after {self.spec.timeout:.2f} seconds"}
+        except Exception as exc:
+            invocation.error = {"errorType": type(exc).__name__, "errorMessage": str(exc),
+                                "stackTrace": traceback.format_exception(exc)}
+        invocation.duration_ms = (time.monotonic() - started) * 1000
+        self.log.invocation(invocation)
+        return invocation
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class RemoteFunction:
+    """A function served by anything that speaks the Lambda Invoke API (``sam local start-lambda``,
+    the runtime interface emulator, a handler in another language)."""
+
+    spec: FunctionSpec
+    endpoint: str
+    log: StackLog
+    remote_name: str = field(default="")
+
+    def invoke(self, event: dict[str, Any]) -> Invocation:
+        name = self.remote_name or self.spec.name
+        url = f"{self.endpoint.rstrip('/')}/2015-03-31/functions/{name}/invocations"
+        request = urllib.request.Request(url, data=to_json(event).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        invocation = Invocation(str(uuid.uuid4()), self.spec.name)
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=self.spec.timeout + 5) as response:
+                body = response.read()
+                invocation.request_id = response.headers.get("x-amzn-RequestId") or invocation.request_id
+                function_error = response.headers.get("X-Amz-Function-Error")
+            decoded = json.loads(body) if body else None
+            if function_error:
+                invocation.error = decoded if isinstance(decoded, dict) else {"errorType": function_error}
+            else:
+                invocation.payload = decoded
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            invocation.error = {"errorType": "InvokeFailed", "errorMessage": f"{url}: {exc}"}
+        invocation.duration_ms = (time.monotonic() - started) * 1000
+        self.log.invocation(invocation)
+        return invocation
