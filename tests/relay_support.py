@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.stack import dynamodb as local_ddb
+from harness.stack.deployment import deployment_context
 from harness.stack.events import http_event, schedule_event, stream_event, websocket_event
 from harness.stack.management_api import ManagementApiServer, RecordingConnections
 from harness.stack.streams import StreamReader
-from harness.stack.deployment import deployment_context
 from harness.stack.template import Template, resolve, table_specs
 
 ROOT = Path(__file__).resolve().parent.parent
