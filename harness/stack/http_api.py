@@ -26,7 +26,7 @@ class HttpRoute:
     def match(self, method: str, path: str) -> dict[str, str] | None:
         if self.method not in ("ANY", method):
             return None
-        pattern = re.sub(r"\\\{(\w+)\\\+?\\\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(self.path))
+        pattern = re.sub(r"\\\{(\w+)(?:\\\+)?\\\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(self.path))
         found = re.fullmatch(pattern, path)
         return {k: unquote(v) for k, v in found.groupdict().items()} if found else None
 

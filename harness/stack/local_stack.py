@@ -77,6 +77,7 @@ class LocalStack:
         self.scheduler: Scheduler | None = None
         self.functions: dict[str, Function] = {}
         self.deployment: Deployment | None = None
+        self._saved_environment: dict[str, str | None] = {}
 
     # ---- start / stop ---------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -149,6 +150,8 @@ class LocalStack:
         }
         local_specs = [s for name, s in deployment.functions.items() if name not in self.options.remote_functions]
         environment = _shared_environment(local_specs, base)
+        for key in (*environment, "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            self._saved_environment.setdefault(key, os.environ.get(key))
         os.environ.update(environment)
         for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
             os.environ.pop(key, None)
@@ -208,6 +211,12 @@ class LocalStack:
         if self.dynamodb:
             self.dynamodb.stop()
         self.log.close()
+        for key, value in self._saved_environment.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_environment = {}
         self.scheduler, self.sources, self.http, self.gateway, self.management, self.dynamodb = (
             None, [], None, None, None, None)
 

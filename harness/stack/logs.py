@@ -129,6 +129,12 @@ def route_function_output(log: StackLog) -> None:
     root.addHandler(_InvocationHandler(log))
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
+    route_prints(log)
+
+
+def route_prints(log: StackLog) -> None:
+    """Cheap when already in place; called per invocation because a host (pytest, Locust) may have
+    swapped ``sys.stdout`` since the stack started."""
     if not isinstance(sys.stdout, _RoutedStream):
         sys.stdout = _RoutedStream(sys.stdout, log)  # type: ignore[assignment]
     if not isinstance(sys.stderr, _RoutedStream):

@@ -144,8 +144,9 @@ def describe_connection(connected_at: float, last_active_at: float, source_ip: s
     def stamp(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
-    return {"ConnectedAt": stamp(connected_at), "LastActiveAt": stamp(last_active_at),
-            "Identity": {"SourceIp": source_ip, "UserAgent": user_agent}}
+    # The wire names, as botocore's model spells them (it maps them to ConnectedAt, Identity, ...).
+    return {"connectedAt": stamp(connected_at), "lastActiveAt": stamp(last_active_at),
+            "identity": {"sourceIp": source_ip, "userAgent": user_agent}}
 
 
 class RecordingConnections:

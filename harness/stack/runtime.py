@@ -32,7 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-from .logs import StackLog, current_invocation
+from .logs import StackLog, current_invocation, route_prints
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,7 @@ class InProcessFunction:
 
     def _run(self, handler: Callable[..., Any], event: dict[str, Any], context: LambdaContext) -> Any:
         current_invocation.set((self.spec.name, context.aws_request_id))
+        route_prints(self.log)
         try:
             return json.loads(to_json(handler(event, context)))
         finally:

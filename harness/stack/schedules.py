@@ -50,6 +50,7 @@ class Scheduler(threading.Thread):
         self.periods = {s.rule_name: interval or rate_seconds(s.expression) for s in specs}
         self.arns: dict[str, str] = {}
         self.stopping = threading.Event()
+        self.checks = 0  # rule-state reads so far: lets a watcher wait for the scheduler to act
         self.executor = ThreadPoolExecutor(max_workers=max(1, len(specs)), thread_name_prefix="schedule")
 
     def create_rules(self) -> None:
@@ -80,6 +81,7 @@ class Scheduler(threading.Thread):
                     continue
                 if state == "ENABLED":
                     self.executor.submit(spec.function.invoke, schedule_event(self.arns[spec.rule_name]))
+                self.checks += 1
 
     def stop(self) -> None:
         self.stopping.set()

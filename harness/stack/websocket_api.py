@@ -107,7 +107,7 @@ class WebSocketGateway:
 
         async def listen() -> Server:
             return await serve(self._session, host, port, process_request=self._handshake, ping_interval=None,
-                               max_size=self.quotas.max_message_bytes, max_queue=64)
+                               max_size=self.quotas.max_message_bytes, max_queue=64, close_timeout=2)
 
         def run() -> None:
             asyncio.set_event_loop(self.loop)
