@@ -80,7 +80,10 @@ class Scheduler(threading.Thread):
                     self.log.line("schedule", f"{spec.rule_name}: cannot read the rule ({exc})")
                     continue
                 if state == "ENABLED":
-                    self.executor.submit(spec.function.invoke, schedule_event(self.arns[spec.rule_name]))
+                    try:
+                        self.executor.submit(spec.function.invoke, schedule_event(self.arns[spec.rule_name]))
+                    except RuntimeError:  # stopped while this tick was being read
+                        return
                 self.checks += 1
 
     def stop(self) -> None:
