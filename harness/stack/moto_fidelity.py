@@ -1,4 +1,4 @@
-"""Makes moto's DynamoDB behave as DynamoDB does where relays can tell the difference.
+"""Makes moto's DynamoDB behave as DynamoDB does where relays can tell the difference, and fast.
 
 Loaded only inside the local DynamoDB's own process (``moto_server``), where every DynamoDB
 request already runs under one lock. Each fix closes a gap measured against moto 5.2:
@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from moto import backends as moto_backends
 from moto.dynamodb import models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType
@@ -194,3 +195,7 @@ def _items(table: Table) -> Iterator[Any]:
 
 def install() -> None:
     DynamoDBBackend.transact_write_items = _journaled_transact  # type: ignore[method-assign]
+    # moto's server lists its own package folder on every request (a listdir and ~50 stats) to
+    # route it; the list never changes while the process runs.
+    modules = tuple(moto_backends.list_of_moto_modules())
+    moto_backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]

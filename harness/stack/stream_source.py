@@ -49,7 +49,7 @@ def _iso(seconds: float) -> str:
 
 class StreamEventSource(threading.Thread):
     def __init__(self, mapping: StreamMapping, reader: StreamReader, log: StackLog,
-                 failures_path: Path | None = None, poll_interval: float = 0.05) -> None:
+                 failures_path: Path | None = None, poll_interval: float = 0.02) -> None:
         super().__init__(name=f"stream-{mapping.function.spec.logical_id}", daemon=True)
         self.mapping = mapping
         self.reader = reader

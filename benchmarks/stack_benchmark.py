@@ -1,0 +1,215 @@
+"""Local stack speed: deliveries per second, join latency, transaction cost as streams grow.
+
+Each figure is printed with the baseline it is measured against in the same run, since these
+machines are noisy:
+- message deliveries/s through the stack (reference relay, 2-member sessions, load generator in
+  this process, stack in its own), against the same load generator on a bare WebSocket echo server;
+- join -> SESSION_CONNECT latency p50/p95, against a bare WebSocket handshake to that echo server;
+- TransactWriteItems cost with 10,000 stream records against 100, on our local DynamoDB and on
+  bare moto.
+
+Run: python benchmarks/stack_benchmark.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness.stack import dynamodb as local_ddb  # noqa: E402
+from harness.stack.ports import free_port  # noqa: E402
+from harness.stack.template import TableSpec  # noqa: E402
+
+
+# ---- transaction cost ---------------------------------------------------------------------------
+def _server(command: list[str], port: int) -> subprocess.Popen:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = local_ddb.client(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            client.list_tables()
+            return process
+        except Exception:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{command} did not start")
+
+
+def _transaction_cost(endpoint: str, stream_sizes: list[int], samples: int) -> dict[int, float]:
+    client = local_ddb.client(endpoint)
+    spec = TableSpec("T", "bench", [{"AttributeName": "id", "KeyType": "HASH"}],
+                     [{"AttributeName": "id", "AttributeType": "S"}], "NEW_AND_OLD_IMAGES", None)
+    local_ddb.create_tables(client, [spec])
+    written = 0
+    costs = {}
+    for size in stream_sizes:
+        while written < size:
+            batch = [{"PutRequest": {"Item": {"id": {"S": f"filler-{written + i}"}, "n": {"N": "1"}}}}
+                     for i in range(min(25, size - written))]
+            client.batch_write_item(RequestItems={"bench": batch})
+            written += len(batch)
+        timings = []
+        for i in range(samples):
+            started = time.perf_counter()
+            client.transact_write_items(TransactItems=[
+                {"Update": {"TableName": "bench", "Key": {"id": {"S": f"tx-{size}-{i % 10}"}},
+                            "UpdateExpression": "SET n = :n", "ExpressionAttributeValues": {":n": {"N": str(i)}}}},
+                {"Put": {"TableName": "bench", "Item": {"id": {"S": f"tx-{size}-other-{i}"}}}}])
+            timings.append(time.perf_counter() - started)
+            written += 2
+        costs[size] = statistics.median(timings) * 1000
+    return costs
+
+
+def transaction_benchmark(quick: bool) -> list[tuple[str, str]]:
+    sizes = [100, 2_000] if quick else [100, 10_000]
+    samples = 50 if quick else 100
+    rows = []
+    servers = (("local DynamoDB (harness)", "harness.stack.moto_server", samples),
+               ("bare moto", "moto.server", max(10, samples // 5)))  # bare moto's cost grows too fast for more
+    for label, module, count in servers:
+        port = free_port()
+        process = _server([sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)], port)
+        try:
+            costs = _transaction_cost(f"http://127.0.0.1:{port}", sizes, count)
+        finally:
+            process.terminate()
+            process.wait()
+        small, large = costs[sizes[0]], costs[sizes[1]]
+        rows.append((f"TransactWriteItems p50, {label}",
+                     f"{small:.2f} ms at {sizes[0]} records, {large:.2f} ms at {sizes[1]}: x{large / small:.2f}"))
+    return rows
+
+
+# ---- stack throughput and join latency -----------------------------------------------------------
+async def _echo(websocket) -> None:
+    async for message in websocket:
+        await websocket.send(f'[{{"type":"MESSAGE","payload":{json.dumps(message)}}}]')
+        await websocket.send(f'[{{"type":"MESSAGE","payload":{json.dumps(message)}}}]')
+
+
+async def _pair(url: str, join_times: list[float]) -> tuple:
+    async def member():
+        started = time.perf_counter()
+        ws = await websockets.connect(url + "?sessionType=bench&targetNumMembers=2", max_size=None)
+        return ws, started
+
+    (a, started_a), (b, started_b) = await asyncio.gather(member(), member())
+    for ws, started in ((a, started_a), (b, started_b)):
+        while True:
+            frame = json.loads(await ws.recv())
+            if any(m.get("type") == "SESSION_CONNECT" for m in frame):
+                join_times.append(time.perf_counter() - started)
+                break
+    return a, b
+
+
+async def _load(url: str, sessions: int, rate: float, seconds: float, relay: bool) -> dict:
+    join_times: list[float] = []
+    if relay:
+        pairs = [await _pair(url, join_times) for _ in range(sessions)]
+        sockets = [ws for pair in pairs for ws in pair]
+    else:
+        sockets = []
+        for _ in range(sessions * 2):
+            started = time.perf_counter()
+            sockets.append(await websockets.connect(url, max_size=None))
+            join_times.append(time.perf_counter() - started)
+    delivered = 0
+    body = json.dumps({"action": "SEND_MESSAGE", "payload": "x" * 64})
+    stop_at = time.perf_counter() + seconds
+
+    async def reader(ws):
+        nonlocal delivered
+        try:
+            async for frame in ws:
+                if time.perf_counter() < stop_at:
+                    delivered += frame.count('"MESSAGE"')
+        except websockets.ConnectionClosed:
+            pass
+
+    async def sender(ws, share):
+        interval = 1.0 / share
+        next_at = time.perf_counter()
+        while time.perf_counter() < stop_at:
+            await ws.send(body)
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+
+    senders = sockets[::2]  # one sender per session: each send is 2 deliveries
+    readers = [asyncio.create_task(reader(ws)) for ws in sockets]
+    started = time.perf_counter()
+    await asyncio.gather(*(sender(ws, rate / len(senders)) for ws in senders))
+    elapsed = time.perf_counter() - started
+    await asyncio.sleep(1.0)  # a benchmark, not a test: let in-flight deliveries land
+    for ws in sockets:
+        await ws.close()
+    for task in readers:
+        task.cancel()
+    return {"deliveries_per_s": delivered / elapsed, "join_p50_ms": statistics.median(join_times) * 1000,
+            "join_p95_ms": sorted(join_times)[int(len(join_times) * 0.95) - 1] * 1000}
+
+
+async def _echo_baseline(sessions: int, rate: float, seconds: float) -> dict:
+    async with websockets.serve(_echo, "127.0.0.1", 0, max_size=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        return await _load(f"ws://127.0.0.1:{port}", sessions, rate, seconds, relay=False)
+
+
+def stack_benchmark(quick: bool) -> list[tuple[str, str]]:
+    sessions, rate, seconds = (20, 200.0, 5.0) if quick else (50, 500.0, 15.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        ready = Path(tmp) / "ready.json"
+        process = subprocess.Popen([sys.executable, "-m", "harness", "up", "--quiet", "--ready-file", str(ready)],
+                                   cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            deadline = time.monotonic() + 60
+            while not ready.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            url = json.loads(ready.read_text())["websocket"]
+            through_stack = asyncio.run(_load(url, sessions, rate, seconds, relay=True))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    bare = asyncio.run(_echo_baseline(sessions, rate, seconds))
+    return [
+        (f"deliveries/s ({rate:.0f} sends/s offered, {sessions} sessions of 2)",
+         f"{through_stack['deliveries_per_s']:.0f} through the stack; bare echo {bare['deliveries_per_s']:.0f} "
+         f"(x{through_stack['deliveries_per_s'] / bare['deliveries_per_s']:.2f})"),
+        ("join -> SESSION_CONNECT",
+         f"p50 {through_stack['join_p50_ms']:.1f} ms, p95 {through_stack['join_p95_ms']:.1f} ms; bare handshake "
+         f"p50 {bare['join_p50_ms']:.1f} ms (x{through_stack['join_p50_ms'] / bare['join_p50_ms']:.1f})"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke check")
+    parser.add_argument("--only", choices=["transactions", "stack"], help="run one part")
+    args = parser.parse_args()
+    rows = []
+    if args.only in (None, "stack"):
+        rows += stack_benchmark(args.quick)
+    if args.only in (None, "transactions"):
+        rows += transaction_benchmark(args.quick)
+    width = max(len(name) for name, _ in rows)
+    for name, figure in rows:
+        print(f"{name.ljust(width)}  {figure}")
+
+
+if __name__ == "__main__":
+    main()
