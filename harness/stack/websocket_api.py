@@ -87,6 +87,8 @@ class WebSocketGateway:
         self.server: Server | None = None
         self._live: dict[str, _Live] = {}
         self._thread: threading.Thread | None = None
+        self._closing = False
+        self._closing_tasks: set[asyncio.Task] = set()
         self.host = ""
         self.port = 0
 
@@ -134,13 +136,20 @@ class WebSocketGateway:
         return self
 
     def stop(self) -> None:
+        """Close every socket (1001) without invoking anything more: no backlog, no $disconnect."""
         if self.loop is None or self.server is None:
             return
+        self._closing = True
 
         async def shutdown() -> None:
             assert self.server is not None
             self.server.close()
-            await self.server.wait_closed()
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), timeout=5)
+            except TimeoutError:
+                for task in asyncio.all_tasks():
+                    if task is not asyncio.current_task():
+                        task.cancel()
 
         asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -203,12 +212,14 @@ class WebSocketGateway:
             code = websocket.close_code if websocket.close_code is not None else 1006
             reason = websocket.close_reason or ""
             self.log.line("websocket", f"{conn_id} closed with {code} {reason}".rstrip())
-            if "$disconnect" in self.routes:
+            if "$disconnect" in self.routes and not self._closing:
                 event = self._event("$disconnect", conn_id)
                 event["requestContext"].update(disconnectStatusCode=code, disconnectReason=reason)
                 await self._invoke("$disconnect", event)
 
     async def _dispatch(self, live: _Live, message: str | bytes) -> None:
+        if self._closing:
+            return
         route_key = select_route(self.selection_expression, message, self.routes)
         if route_key is None:
             await self._error_frame(live, "Forbidden", "")
@@ -272,7 +283,9 @@ class WebSocketGateway:
             live = self._live.get(conn_id)
             if live is None:
                 return False
-            asyncio.get_running_loop().create_task(live.websocket.close(1000, ""))
+            task = asyncio.get_running_loop().create_task(live.websocket.close(1000, ""))
+            self._closing_tasks.add(task)
+            task.add_done_callback(self._closing_tasks.discard)
             return True
 
         return self._call(close())

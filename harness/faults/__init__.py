@@ -1,0 +1,1 @@
+"""What every fault seam shares: seeded decisions and the fault log."""

@@ -1,0 +1,1 @@
+"""The WebSocket-aware chaos proxy: frame faults with seeded decisions and a fault log."""
