@@ -45,6 +45,15 @@ class UpstreamError(Exception):
     pass
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop where it is installed (it roughly halves the proxy's added latency), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def _http_response(status: int, reason: str, text: str) -> bytes:
     body = (text + "\n").encode()
     return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -98,6 +107,7 @@ class Lane:
         self.last_release = 0.0
         self.bandwidth: float | None = None  # bytes per second
         self.slicer: tuple[int, float] | None = None  # (bytes, seconds between slices)
+        self.not_before = 0.0  # shaping: when the next write may start
         self.held: list[list[Any]] = []  # reordered messages: [messages still to pass, deadline, data]
         self.closed = False
         self.sent = 0
@@ -160,6 +170,8 @@ class Lane:
             await self._write_shaped(data)
 
     async def _write_shaped(self, data: bytes) -> None:
+        """Writes on a schedule kept in absolute time: timers are coarse (uvloop's are 1 ms), so
+        many small waits are added up and slept in one go once they are worth a timer."""
         chunks = [data]
         pause = 0.0
         if self.slicer is not None:
@@ -171,10 +183,13 @@ class Lane:
             self.writer.write(chunk)
             self.sent += len(chunk)
             await self.writer.drain()
+            now = time.monotonic()
+            self.not_before = max(self.not_before, now)
             if self.bandwidth is not None:
-                await asyncio.sleep(len(chunk) / self.bandwidth)
-            if pause:
-                await asyncio.sleep(pause)
+                self.not_before += len(chunk) / self.bandwidth
+            self.not_before += pause
+            if self.not_before - now > 0.002:
+                await asyncio.sleep(self.not_before - now)
 
     async def drain(self) -> None:
         transport = self.writer.transport
@@ -270,7 +285,7 @@ class ChaosProxy:
         """Run in a background thread (for tests, Locust and the CLI); returns once listening."""
         ready = threading.Event()
         failure: list[BaseException] = []
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
 
         def run() -> None:
             asyncio.set_event_loop(self.loop)
@@ -382,6 +397,8 @@ class ChaosProxy:
         self._handlers.add(task)
         try:
             await self._serve_connection(reader, writer)
+        except asyncio.CancelledError:
+            pass  # the proxy is stopping; this is the connection's outermost task
         finally:
             self._handlers.discard(task)
 
