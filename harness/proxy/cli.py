@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from ..cli import UsageError
 from ..faults.log import FaultLog
 from ..faults.profile import ProfileError, load_profile
+from ..lifecycle import wait_until_stopped
 from ..stack.ports import PortInUse
 from .control import ControlServer
 from .faults import FaultSpec, FaultSpecError, parse_cli_fault, parse_fault
@@ -80,13 +79,8 @@ def run_proxy(args: argparse.Namespace) -> int:
     print(json.dumps(endpoints), flush=True)
     if args.ready_file:
         args.ready_file.write_text(json.dumps(endpoints))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while not stop.wait(1.0):
-            pass
-    except KeyboardInterrupt:
-        pass
+        wait_until_stopped()
     finally:
         control.stop()
         proxy.stop()

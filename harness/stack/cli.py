@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from ..cli import UsageError
+from ..lifecycle import wait_until_stopped
 from .dynamodb import DynamoDBUnavailable, LocalDynamoDB
 from .local_stack import DEFAULT_TEMPLATE, LocalStack, StackError, StackOptions
 from .ports import PortInUse
@@ -64,16 +63,6 @@ def add_parser(sub: Any) -> None:
     ddb.set_defaults(run=run_dynamodb)
 
 
-def _wait_for_interrupt() -> None:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(1.0):
-            pass
-    except KeyboardInterrupt:
-        pass
-
-
 def run_up(args: argparse.Namespace) -> int:
     if not args.template.is_file():
         raise UsageError(f"template {args.template} not found: pass --template PATH/TO/template.yaml")
@@ -94,7 +83,7 @@ def run_up(args: argparse.Namespace) -> int:
         if args.ready_file:
             stack.write_ready_file(args.ready_file)
         print(json.dumps(stack.endpoints), flush=True)
-        _wait_for_interrupt()
+        wait_until_stopped()
     finally:
         stack.stop()
     return 0
@@ -107,7 +96,7 @@ def run_dynamodb(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     print(json.dumps({"dynamodb": ddb.endpoint}), flush=True)
     try:
-        _wait_for_interrupt()
+        wait_until_stopped()
     finally:
         ddb.stop()
     return 0

@@ -1,0 +1,78 @@
+"""The history (``history.jsonl``): every observable client event, Jepsen style.
+
+Each operation has an ``invoke`` record and one completion: ``ok``, ``fail``, or ``info`` when the
+outcome cannot be known (the socket died after sending). Received frames are ``recv``/``ok``.
+Fields are listed in docs/architecture.md (shared format 1).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+Record = dict[str, Any]
+
+
+class History:
+    """Collects records from any number of clients of this process; thread- and greenlet-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[Record] = []
+        self.count = 0
+
+    def record(self, client: str, conn: int, op: str, phase: str, **fields: Any) -> Record:
+        entry: Record = {"t": int(time.time() * 1000), "mono": round(time.monotonic(), 6), "client": client,
+                         "conn": conn, "op": op, "phase": phase}
+        entry.update({k: v for k, v in fields.items() if v is not None})
+        with self._lock:
+            self._pending.append(entry)
+            self.count += 1
+        return entry
+
+    def drain(self) -> list[Record]:
+        """Records since the last drain, in the order they were made."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        return pending
+
+
+class HistoryFile:
+    """Appends records as JSON lines; the master of a distributed run writes every worker's here."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def write(self, records: Iterable[Record]) -> None:
+        with self._lock:
+            for record in records:
+                self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+                self.count += 1
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def read_history(path: Path, on_error: Callable[[int, str], None] | None = None) -> list[Record]:
+    """Every record of a history file; a torn last line (an interrupted run) is skipped."""
+    records = []
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if on_error:
+                    on_error(number, line)
+    return records
