@@ -1,0 +1,81 @@
+"""`locust -f scenarios/relay.py` as users run it: headless, no host, one run folder per run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from harness.history import read_history
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _locust(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _check_run(run_dir: Path) -> list[dict]:
+    history = read_history(run_dir / "history.jsonl")
+    sent = {r["pid"] for r in history if r["op"] == "send" and r["phase"] == "invoke"}
+    delivered = [r for r in history if r["op"] == "recv" and r.get("pid")]
+    starts = [r for r in history if r["op"] == "recv" and r["msg"]["type"] == "SESSION_CONNECT"]
+    assert starts, "no session was formed"
+    assert len(delivered) > 20, "hardly any message was relayed"
+    assert {r["pid"] for r in delivered} <= sent, "a delivery matches no send"
+    for record in history:
+        assert {"t", "mono", "client", "conn", "op", "phase"} <= record.keys()
+    stats = json.loads((run_dir / "locust_stats.json").read_text())
+    names = {e["name"] for e in stats["entries"] if e["type"] == "WS"}
+    assert {"connect", "time to SESSION_CONNECT", "message fan-out", "heartbeat round trip"} <= names
+    return history
+
+
+def test_headless_run_with_no_host_brings_up_the_stack_and_writes_a_run_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    result = _locust("--headless", "-u", "20", "-r", "20", "-t", "20s", "--run-dir", str(run_dir),
+                     "--heartbeat-interval", "2", "--seed", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "relay-harness: seed 5;" in result.stdout + result.stderr
+    history = _check_run(run_dir)
+    assert len({r["client"] for r in history}) >= 18
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["seed"] == 5 and info["stack"]["websocket"].startswith("ws://127.0.0.1:")
+    assert (run_dir / "stack.log").stat().st_size > 0 and (run_dir / "faults.jsonl").exists()
+
+
+def test_two_processes_write_one_merged_history(tmp_path):
+    run_dir = tmp_path / "run"
+    result = _locust("--headless", "--processes", "2", "-u", "12", "-r", "12", "-t", "15s", "--run-dir", str(run_dir),
+                     "--heartbeat-interval", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = _check_run(run_dir)
+    worker_pids = {r["client"].split("-")[0] for r in history}
+    assert len(worker_pids) == 2, worker_pids
+
+
+def test_a_chaos_profile_injects_faults_that_land_in_the_fault_log(tmp_path):
+    run_dir = tmp_path / "run"
+    result = _locust("--headless", "-u", "12", "-r", "12", "-t", "15s", "--run-dir", str(run_dir),
+                     "--chaos-profile", "lossy", "--seed", "3", "--heartbeat-interval", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    faults = [json.loads(line) for line in (run_dir / "faults.jsonl").read_text().splitlines()]
+    assert faults and {f["seam"] for f in faults} == {"wire"}
+    assert Counter(f["rule"]["id"] for f in faults).keys() <= {"lose-messages", "lose-heartbeats"}
+    assert json.loads((run_dir / "run.json").read_text())["profile"] == "lossy"
+
+
+def test_bad_options_get_one_line_errors():
+    result = _locust("--headless", "--session-size", "many", "-t", "1s", timeout=60)
+    assert result.returncode != 0
+    assert "argument --session-size: invalid int value: 'many'" in result.stderr
+    for args, expected in ((["--session-size", "1"], "relay-harness: --session-size 1 must be from 2 to 32"),
+                           (["--chaos-profile", "no-such"], "relay-harness: chaos profile 'no-such' not found")):
+        result = _locust("--headless", "-t", "1s", *args, timeout=60)
+        assert result.returncode == 2
+        errors = [line for line in result.stderr.splitlines() if line.startswith("relay-harness:")]
+        assert len(errors) == 1 and errors[0].startswith(expected), result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
