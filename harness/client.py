@@ -178,11 +178,15 @@ class RelayClient:
             except ValueError:
                 self._record("recv", "ok", msg={"type": "<not json>", "raw": str(text)[:200]})
                 continue
-            for message in frame if isinstance(frame, list) else [frame]:
+            messages = frame if isinstance(frame, list) else [frame]
+            # Messages in a HEARTBEAT answer are resends the client asked for, not notifications.
+            via = "HEARTBEAT" if messages and isinstance(messages[0], dict) and messages[0].get(
+                "type") == "HEARTBEAT" else None
+            for message in messages:
                 if isinstance(message, dict):
-                    self._handle(message)
+                    self._handle(message, via if message.get("type") != "HEARTBEAT" else None)
 
-    def _handle(self, message: dict[str, Any]) -> None:
+    def _handle(self, message: dict[str, Any], via: str | None = None) -> None:
         kind = message.get("type")
         parsed = parse_payload(message.get("payload")) if kind == "MESSAGE" else None
         with self._changed:
@@ -214,7 +218,7 @@ class RelayClient:
             self.messages.append(message)
             self.counts[kind] += 1
             self._changed.notify_all()
-        self._record("recv", "ok", msg=message, pid=parsed["pid"] if parsed else None)
+        self._record("recv", "ok", msg=message, pid=parsed["pid"] if parsed else None, via=via)
         if kind in ("SESSION_END", "CONNECTION_OVERWRITE", "INVALID_CONNECTION"):
             self.close()
 
