@@ -1,0 +1,32 @@
+"""Clean-up: after the run and the clean-up window, no connection, member or session records are
+left in the store, and the clean-up schedule has turned itself off."""
+
+from __future__ import annotations
+
+from .model import CheckResult, Finding, Run
+
+_BOOKKEEPING = (".sent.",)  # delivery ledger marks: left to DynamoDB's TTL by design
+
+
+def check(run: Run) -> CheckResult:
+    result = CheckResult("cleanup", "Expiry clean-up", weight=1)
+    store = run.store
+    if store is None:
+        result.skipped = "no end-of-run store scan (the run targeted a relay this harness did not start)"
+        return result
+    if not store.get("cleanup_wait_s"):
+        result.skipped = ("the run did not wait for the clean-up window; run with --cleanup-wait SECONDS (longer "
+                          "than the relay's expiry times) to check it")
+        return result
+    for table, items in (store.get("tables") or {}).items():
+        for item in items:
+            result.checked += 1
+            if str(item.get("id", "")).startswith(_BOOKKEEPING):
+                continue
+            result.violations.append(Finding("no orphaned records", f"{table} still holds {item.get('id')} "
+                                             f"{store['cleanup_wait_s']} s after the run", [item]))
+    if store.get("rule_state") not in (None, "DISABLED"):
+        result.violations.append(Finding("the clean-up schedule turns itself off",
+                                         f"rule {store.get('rule_name')} is {store.get('rule_state')} with no live "
+                                         "state left"))
+    return result

@@ -1,0 +1,62 @@
+"""Matchmaking liveness: whoever asks to be matched is matched, or refused with a reason, within a
+bound after the last fault ends. Two players waiting for the same public (type, size) at the same
+time, for longer than the bound, means the relay failed to match them."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .model import CheckResult, Finding, Run, excerpt
+
+BOUND_S = 20.0
+
+
+def _waits(run: Run) -> dict[tuple[str, str], list[tuple[str, float, float, dict]]]:
+    """(sessionType, targetNumMembers) -> (client, waiting from t, until t, connect record)."""
+    waits: dict[tuple[str, str], list[tuple[str, float, float, dict]]] = defaultdict(list)
+    for client, records in run.by_client.items():
+        pending: tuple[tuple[str, str], float, dict] | None = None
+        for record in records:
+            query = record.get("msg") or {}
+            if record["op"] == "connect" and record["phase"] == "invoke":
+                public = "targetNumMembers" in query and query.get("private") != "true"
+                pending = ((query.get("sessionType", ""), query.get("targetNumMembers", "")), 0.0, record) \
+                    if public else None
+            elif record["op"] == "connect" and record["phase"] == "ok" and pending:
+                pending = (pending[0], record["t"], pending[2])
+            elif pending and pending[1] and (
+                    (record["op"] == "recv" and record["msg"].get("type") == "SESSION_CONNECT")
+                    or (record["op"] == "close" and record["phase"] in ("invoke", "info"))):
+                waits[pending[0]].append((client, pending[1], record["t"], pending[2]))
+                pending = None
+            elif record["op"] == "connect" and record["phase"] == "fail":
+                pending = None
+        if pending and pending[1]:
+            waits[pending[0]].append((client, pending[1], float(run.end_t), pending[2]))
+    return waits
+
+
+def check(run: Run, bound_s: float = BOUND_S) -> CheckResult:
+    result = CheckResult("liveness", "Matchmaking liveness", weight=2)
+    for record in run.history:
+        if record["op"] == "connect" and record["phase"] == "fail":
+            result.checked += 1
+            if not any(ch.isdigit() for ch in record.get("error", "")):
+                result.violations.append(Finding("refused with a reason", f"{record['client']}'s join failed with "
+                                                 "no status or reason", excerpt([record])))
+    bound = bound_s * 1000
+    for pool, waits in _waits(run).items():
+        waits.sort(key=lambda w: w[1])
+        result.checked += len(waits)
+        for i, (client, start, end, record) in enumerate(waits):
+            for other, other_start, other_end, other_record in waits[i + 1:]:
+                if other_start >= end:
+                    break
+                together_from = max(start, other_start, run.last_fault_t)
+                together_to = min(end, other_end)
+                if together_to - together_from > bound:
+                    result.violations.append(Finding(
+                        "matched within a bound", f"{client} and {other} both waited for a {pool[0]!r} session of "
+                        f"{pool[1]} for {(together_to - together_from) / 1000:.0f} s (bound {bound_s:.0f} s, after "
+                        "the last fault) without being matched", excerpt([record, other_record])))
+    return result
