@@ -5,6 +5,7 @@ HEARTBEAT as HEARTBEAT. Run: python benchmarks/fake_relay.py PORT
 """
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -14,10 +15,8 @@ from websockets.exceptions import ConnectionClosed
 
 
 async def relay(websocket):
-    try:
+    with contextlib.suppress(ConnectionClosed):  # load generators stop without a closing handshake
         await _serve(websocket)
-    except ConnectionClosed:
-        pass  # load generators stop without a closing handshake
 
 
 async def _serve(websocket):

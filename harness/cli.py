@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from . import __version__
 
 # Each module defines ``add_parser(subparsers)``, whose parser sets ``run`` (args -> exit status).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("harness.stack.cli", "harness.proxy.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("harness.stack.cli", "harness.proxy.cli", "harness.report.cli")
 
 
 class UsageError(Exception):

@@ -29,8 +29,10 @@ def _wait_ready(process: subprocess.Popen, ready: Path, what: str, log: Path, ti
 
 
 class LocalTarget:
-    def __init__(self, run_dir: Path, *, seed: int, profile: str | None, upstream: str | None = None) -> None:
+    def __init__(self, run_dir: Path, *, seed: int, profile: str | None, upstream: str | None = None,
+                 short_expiry: bool = False) -> None:
         self.run_dir = run_dir
+        self.short_expiry = short_expiry
         self.seed = seed
         self.profile = profile
         self.upstream = upstream  # None: bring up the local stack
@@ -51,7 +53,15 @@ class LocalTarget:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
             if self.upstream is None:
-                self.stack = self._start(["up", "--quiet", "--log-dir", str(self.run_dir)], "stack", timeout)
+                args = ["up", "--quiet", "--log-dir", str(self.run_dir)]
+                if self.short_expiry:
+                    # The reference relay's shortest expiries and a 5 s clean-up, so that a run can
+                    # wait for its clean-up window (--cleanup-wait) in about a minute and a half.
+                    for parameter in ("ConnectionExpirySeconds=30", "MemberExpirySeconds=30",
+                                      "SessionExpirySeconds=60"):
+                        args += ["--parameter", parameter]
+                    args += ["--schedule-interval", "5"]
+                self.stack = self._start(args, "stack", timeout)
                 upstream = self.stack["websocket"]
             else:
                 upstream = self.upstream
@@ -72,6 +82,22 @@ class LocalTarget:
     @property
     def ping_url(self) -> str | None:
         return f"{self.stack['http']}/ping" if self.stack else None
+
+    def scan_store(self) -> dict[str, Any]:
+        """Every item left in the stack's tables, and the state of its schedules."""
+        from .stack.dynamodb import client
+
+        dynamodb = client(self.stack["dynamodb"])
+        events = client(self.stack["dynamodb"], "events")
+        tables = {}
+        for logical_id, name in self.stack["tables"].items():
+            pages = dynamodb.get_paginator("scan").paginate(TableName=name, ConsistentRead=True)
+            tables[logical_id] = [{k: next(iter(v.values())) for k, v in item.items()}
+                                  for page in pages for item in page["Items"]]
+        rules = self.stack.get("schedules") or []
+        states = {rule: events.describe_rule(Name=rule)["State"] for rule in rules}
+        return {"tables": tables, "rule_name": rules[0] if rules else None,
+                "rule_state": next(iter(states.values()), None), "rules": states}
 
     def stop(self) -> None:
         for process in reversed(self.processes):

@@ -5,7 +5,8 @@ Everything here hangs off Locust's events, so ``scenarios/relay.py`` stays a pla
   chaos proxy unless ``--host`` names a target, print the seed;
 - every process ships its clients' history: workers to the master (``send_message``), the master
   or single process to ``history.jsonl``;
-- ``quitting``: write Locust's stats, tear the target down.
+- ``quitting``: write Locust's stats, scan the store, tear the target down, check the run and
+  write its report; the process exits 0 (no violation), 1 (violations) or 2 (harness failure).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from .faults.profile import ProfileError, load_profile
 from .history import History, HistoryFile
 from .local_target import LocalTarget, TargetError
+from .report.build import EXIT_HARNESS_FAILED, build_report
 
 HISTORY_MESSAGE = "relay_history"
 REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
@@ -43,6 +45,7 @@ class RunState:
         self.ping_url: str | None = None
         self.seed = 0
         self.started_at = time.time()
+        self.test_started: float | None = None
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -60,6 +63,9 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--session-size", type=int, default=2, help="players per public session (2-32)")
     group.add_argument("--heartbeat-interval", type=float, default=7.0, help="seconds between heartbeats")
     group.add_argument("--run-dir", default="", help="folder for this run's files (default: reports/<time>-...)")
+    group.add_argument("--cleanup-wait", type=float, default=0.0,
+                       help="after the run, wait this long before scanning the store for leftovers (the local "
+                            "stack then uses its shortest expiries; 90 is enough)")
 
 
 def _fail(message: str) -> None:
@@ -102,7 +108,7 @@ def on_init(environment: Environment, **_: Any) -> None:
         _fail("--chaos-profile needs a ws:// --host (the proxy does not terminate TLS), or no --host")
     if not host or options.chaos_profile:
         RUN.target = LocalTarget(RUN.run_dir, seed=options.seed, profile=options.chaos_profile or None,
-                                 upstream=host or None)
+                                 upstream=host or None, short_expiry=options.cleanup_wait > 0)
         try:
             RUN.target.start()
         except TargetError as exc:
@@ -155,22 +161,54 @@ def _start_flusher(environment: Environment) -> None:
     RUN._flusher.start()
 
 
+def on_test_start(environment: Environment, **_: Any) -> None:
+    RUN.test_started = time.monotonic()
+
+
 def on_test_stop(environment: Environment, **_: Any) -> None:
     flush_history(environment)
+
+
+def _interrupted(environment: Environment) -> bool:
+    """Stopped before its --run-time was up (Ctrl-C): the report covers what the run saw."""
+    run_time = getattr(environment.parsed_options, "run_time", None)
+    return bool(run_time and RUN.test_started and time.monotonic() - RUN.test_started < run_time - 1)
 
 
 def on_quitting(environment: Environment, **_: Any) -> None:
     RUN._stop.set()
     flush_history(environment)
-    if isinstance(environment.runner, WorkerRunner):
+    if isinstance(environment.runner, WorkerRunner) or RUN.run_dir is None:
         return
-    if RUN.run_dir is not None:
+    try:
         write_stats(environment, RUN.run_dir / "locust_stats.json")
-    if RUN.history_file is not None:
-        RUN.history_file.close()
-    if RUN.target is not None:
-        RUN.target.stop()
-        RUN.target = None
+        if RUN.history_file is not None:
+            RUN.history_file.close()
+        if RUN.target is not None and RUN.target.stack:
+            _scan_store(environment.parsed_options.cleanup_wait)
+    finally:
+        if RUN.target is not None:
+            RUN.target.stop()
+            RUN.target = None
+    try:
+        status, results = build_report(RUN.run_dir, partial=_interrupted(environment))
+    except Exception as exc:  # the harness failed, not the relay: say so and exit 2
+        print(f"relay-harness: the report could not be built: {exc}", file=sys.stderr)
+        environment.process_exit_code = EXIT_HARNESS_FAILED
+        return
+    score = "n/a" if results["score"] is None else f"{results['score']:.1f}%"
+    print(f"relay-harness: {results['verdict'].upper()}{' (partial)' if results['partial'] else ''}: score {score}, "
+          f"{results['counts']['violations']} violation(s); report {RUN.run_dir / 'report.html'}", flush=True)
+    environment.process_exit_code = status
+
+
+def _scan_store(wait: float) -> None:
+    assert RUN.target is not None and RUN.run_dir is not None
+    if wait > 0:
+        print(f"relay-harness: waiting {wait:.0f} s for the relay's clean-up before scanning the store", flush=True)
+        time.sleep(wait)
+    scan = {"cleanup_wait_s": wait, **RUN.target.scan_store()}
+    (RUN.run_dir / "store.json").write_text(json.dumps(scan, indent=2, default=str))
 
 
 def write_stats(environment: Environment, path: Path) -> None:
@@ -191,5 +229,6 @@ def write_stats(environment: Environment, path: Path) -> None:
 def install() -> None:
     events.init_command_line_parser.add_listener(add_arguments)
     events.init.add_listener(on_init)
+    events.test_start.add_listener(on_test_start)
     events.test_stop.add_listener(on_test_stop)
     events.quitting.add_listener(on_quitting)

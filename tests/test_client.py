@@ -75,8 +75,8 @@ def test_a_lost_pinned_message_comes_back_with_incl_messages_after(stack, proxy)
     a, b = _client(stack, proxy, history, "pa"), _client(stack, proxy, history, "pb")
     assert a.connect("pinned", 2) and b.connect("pinned", 2)
     assert a.wait_for("SESSION_CONNECT", 10) and b.wait_for("SESSION_CONNECT", 10)
-    _add(proxy, name="lose-pin", type="drop", direction="downstream", match={"type": "MESSAGE", "tags": {"client": "pb"}},
-         count=1)
+    _add(proxy, name="lose-pin", type="drop", direction="downstream",
+         match={"type": "MESSAGE", "tags": {"client": "pb"}}, count=1)
     a.send_message("board", pinned=True)
     assert b.wait_for("MESSAGE", 10)  # the next HEARTBEAT answer carries it
     assert b.messages[-1].get("pinned") is True and b.pinned_time > 0

@@ -240,6 +240,7 @@ class LocalStack:
             "tables": {spec.logical_id: spec.name for spec in table_specs(self.deployment.template,
                                                                             self.deployment.context)},
             "log_dir": str(self.options.log_dir) if self.options.log_dir else None,
+            "schedules": [s.rule_name for s in self.deployment.schedules],
         }
 
     def write_ready_file(self, path: Path) -> None:

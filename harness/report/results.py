@@ -1,0 +1,108 @@
+"""The verdict of a run as data: ``results.json`` (schema ``relay-harness/results/v1``).
+
+    {
+      "schema": "relay-harness/results/v1",
+      "verdict": "pass" | "fail",          # fail: at least one violation
+      "partial": bool,                      # the run was interrupted: the report covers what it saw
+      "score": float | null,                # weighted pass rate of the checkers that ran, percent
+      "seed": int, "profile": str | null, "replay": str,   # the command that replays the run
+      "counts": {"operations": n, "clients": n, "faults": n, "violations": n, "explained": n},
+      "checks": [{"name", "title", "weight", "status": "pass"|"fail"|"skipped", "skipped", "checked",
+                  "notes", "violations": [finding], "explained": [finding], "explained_count"}],
+      "series": {"t": [...s], "deliveries_per_s": [...], "p50_ms": [...], "p95_ms": [...], "p99_ms": [...]},
+      "faults": [{"start_s", "end_s", "fault", "rule"}],
+      "stats": Locust's table (locust_stats.json), or null
+    }
+    finding: {"invariant", "message", "excerpt": [history records], "explained_by": [fault log entries]}
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..checkers import reliability_score, run_checkers
+from ..checkers.model import CheckResult, Run
+from ..client import parse_payload
+
+SCHEMA = "relay-harness/results/v1"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def time_series(run: Run) -> dict[str, list[float]]:
+    """Per second of the run: deliveries and fan-out latency percentiles (send -> receipt)."""
+    start = min((r["t"] for r in run.history), default=0)
+    latencies: dict[int, list[float]] = defaultdict(list)
+    for record in run.received("MESSAGE"):
+        if record.get("via") == "HEARTBEAT":
+            continue
+        payload = parse_payload(record["msg"].get("payload"))
+        if payload is not None:
+            latencies[int((record["t"] - start) // 1000)].append(max(0.0, record["t"] - payload["ts"]))
+    seconds = range(int((run.end_t - start) // 1000) + 1) if run.history else range(0)
+    series: dict[str, list[float]] = {"t": [], "deliveries_per_s": [], "p50_ms": [], "p95_ms": [], "p99_ms": []}
+    for second in seconds:
+        values = latencies.get(second, [])
+        series["t"].append(float(second))
+        series["deliveries_per_s"].append(float(len(values)))
+        for key, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+            series[key].append(round(_percentile(values, q), 1) if values else 0.0)
+    return series
+
+
+def fault_spans(run: Run) -> list[dict[str, Any]]:
+    """Faults on the run's time axis; consecutive entries of one rule merge into one span."""
+    start = min((r["t"] for r in run.history), default=0)
+    spans: list[dict[str, Any]] = []
+    open_spans: dict[str, dict[str, Any]] = {}
+    for fault in sorted(run.faults, key=lambda f: f["t"]):
+        rule = (fault.get("rule") or {}).get("id", fault["fault"])
+        params = fault.get("params") or {}
+        at = (fault["t"] - start) / 1000
+        length = float(params.get("seconds", 0)) + float(params.get("ms", 0)) / 1000
+        current = open_spans.get(rule)
+        if current and at - current["end_s"] <= 1.0:
+            current["end_s"] = max(current["end_s"], at + length)
+            current["count"] += 1
+            continue
+        current = {"start_s": round(at, 3), "end_s": round(at + length, 3), "fault": fault["fault"], "rule": rule,
+                   "count": 1}
+        open_spans[rule] = current
+        spans.append(current)
+    return spans
+
+
+def replay_command(info: dict[str, Any]) -> str:
+    command = list(info.get("command") or ["locust", "-f", "scenarios/relay.py"])
+    if command and command[0].endswith(("locust", "__main__.py")):
+        command[0] = "locust"
+    if "--seed" not in command and info.get("seed") is not None:
+        command += ["--seed", str(info["seed"])]
+    return shlex.join(command)
+
+
+def build_results(run_dir: Path, partial: bool = False) -> tuple[dict[str, Any], list[CheckResult], Run]:
+    run = Run.load(run_dir)
+    checks = run_checkers(run)
+    stats_path = run_dir / "locust_stats.json"
+    violations = sum(len(c.violations) for c in checks)
+    results = {
+        "schema": SCHEMA, "generated": time.time(), "run_dir": str(run_dir),
+        "verdict": "fail" if violations else "pass", "partial": partial or bool(run.info.get("partial")),
+        "score": reliability_score(checks), "seed": run.info.get("seed"), "profile": run.info.get("profile"),
+        "replay": replay_command(run.info),
+        "counts": {"operations": len(run.history), "clients": len(run.by_client), "faults": len(run.faults),
+                   "violations": violations, "explained": sum(len(c.explained) for c in checks)},
+        "checks": [c.as_dict() for c in checks],
+        "series": time_series(run), "faults": fault_spans(run),
+        "stats": json.loads(stats_path.read_text()) if stats_path.exists() else None,
+    }
+    return results, checks, run
