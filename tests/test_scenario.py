@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from harness.history import read_history
+from tests.stack_support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,6 +51,50 @@ def test_headless_run_with_no_host_brings_up_the_stack_and_writes_a_run_folder(t
     info = json.loads((run_dir / "run.json").read_text())
     assert info["seed"] == 5 and info["stack"]["websocket"].startswith("ws://127.0.0.1:")
     assert (run_dir / "stack.log").stat().st_size > 0 and (run_dir / "faults.jsonl").exists()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["verdict"] == "pass", [v["message"] for c in results["checks"] for v in c["violations"]]
+    assert results["score"] == 100.0 and "relay-harness: PASS" in result.stdout
+    store = json.loads((run_dir / "store.json").read_text())
+    assert set(store["tables"]) == {"SessionsTable", "ConnectionsTable", "MembersTable"}
+    _render_in_chromium(run_dir / "report.html")
+
+
+def _render_in_chromium(page: Path) -> None:
+    """The report renders offline in headless Chromium with no console message; the screenshot is kept
+    in reports/test-artifacts/ for people to look at."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium; .ci/run does it)")
+    artifacts = ROOT / "reports" / "test-artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    screenshot = artifacts / "report.png"
+    screenshot.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as profile:
+        result = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--window-size=1000,2000",
+             f"--screenshot={screenshot}", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert screenshot.exists() and screenshot.stat().st_size > 10_000, result.stderr[-2000:]
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
+    assert console == []
+
+
+def test_an_interrupted_run_still_writes_a_report_marked_partial(tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", "6",
+                                "-r", "6", "-t", "120s", "--run-dir", str(run_dir), "--heartbeat-interval", "1"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (run_dir / "history.jsonl").exists() and (run_dir / "history.jsonl").stat().st_size > 5000,
+                   timeout=90, what="the run to be under way")
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["partial"] is True
+    assert process.returncode in (0, 1), err[-2000:]
+    assert "(partial)" in out
 
 
 def test_two_processes_write_one_merged_history(tmp_path):

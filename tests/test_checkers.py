@@ -1,0 +1,238 @@
+"""Each checker against small hand-made histories: ones that must pass and ones that must fail."""
+
+from __future__ import annotations
+
+import json
+from itertools import count
+
+import pytest
+
+from harness.checkers import cleanup, delivery, health, liveness, membership, notifications, pinned
+from harness.checkers.model import Run
+
+_mono = count()
+
+
+def r(client, op, phase, t, conn=1, **fields):
+    """One history record; ``t`` in ms. ``mono`` follows the order records are written here."""
+    return {"t": t, "mono": next(_mono) / 1e6, "client": client, "conn": conn, "op": op, "phase": phase, **fields}
+
+
+def start(client, session, num, t, member=None, size=2, session_type="game", presence=None, **fields):
+    message = {"type": "SESSION_CONNECT", "sessionType": session_type, "sessionId": session, "memberNum": num,
+               "memberPresence": presence or [True] * size}
+    return r(client, "recv", "ok", t, member=member or f"m-{client}", session=session, msg=message, **fields)
+
+
+def joined(client, session, num, t, size=2, **fields):
+    query = {"sessionType": "game", "targetNumMembers": str(size)}
+    return [r(client, "connect", "invoke", t, msg=query), r(client, "connect", "ok", t + 5),
+            start(client, session, num, t + 10, size=size, **fields)]
+
+
+def sent(client, pid, t, session="S", pinned_flag=False):
+    body = {"action": "SEND_MESSAGE", "payload": json.dumps({"pid": pid, "ts": t, "body": ""})}
+    if pinned_flag:
+        body["pinned"] = True
+    return [r(client, "send", "invoke", t, session=session, pid=pid, msg=body, member=f"m-{client}"),
+            r(client, "send", "ok", t + 1, session=session, pid=pid, member=f"m-{client}")]
+
+
+def got(client, pid, t, session="S", via=None, pinned_flag=False, relay_time=None):
+    message = {"type": "MESSAGE", "payload": json.dumps({"pid": pid, "ts": t - 5, "body": ""}),
+               "time": relay_time or t, "memberNum": 0}
+    if pinned_flag:
+        message["pinned"] = True
+    return r(client, "recv", "ok", t, session=session, pid=pid, msg=message, via=via, member=f"m-{client}")
+
+
+def pair(t=0):
+    return joined("a", "S", 0, t) + joined("b", "S", 1, t + 20)
+
+
+def fault(client, kind, t, **params):
+    return {"t": t, "seam": "wire", "fault": kind, "target": {"conn": f"/?client={client}#0", "frame": 1},
+            "params": params, "rule": {"id": f"rule-{kind}", "seq": 1}}
+
+
+def _only(result, invariant):
+    assert [f.invariant for f in result.violations] == [invariant], [f.message for f in result.violations]
+    return result.violations[0]
+
+
+# ---- membership ----------------------------------------------------------------------------------
+def test_membership_passes_for_a_proper_session():
+    result = membership.check(Run(pair()))
+    assert result.passed and result.checked == 1
+
+
+def test_membership_catches_an_over_full_session():
+    history = pair() + joined("c", "S", 1, 100)
+    history[-1]["msg"]["memberNum"] = 2
+    result = membership.check(Run(history))
+    assert [f.invariant for f in result.violations] == ["slots are 0..N-1", "no over-full session"]
+    finding = result.violations[1]
+    assert "held 3 members" in finding.message and len(finding.excerpt) == 3
+
+
+def test_membership_catches_two_members_in_one_slot():
+    history = joined("a", "S", 0, 0) + joined("b", "S", 0, 20)
+    finding = _only(membership.check(Run(history)), "one member per slot")
+    assert {rec["client"] for rec in finding.excerpt} == {"a", "b"}
+
+
+def test_membership_catches_a_member_in_two_sessions_and_disagreeing_shapes():
+    history = pair() + [start("a", "T", 0, 200, member="m-a")]
+    assert _only(membership.check(Run(history)), "no member in two sessions").excerpt[-1]["msg"]["sessionId"] == "T"
+    history = pair()
+    history[-1]["msg"]["sessionType"] = "other"
+    _only(membership.check(Run(history)), "members agree on the session")
+
+
+def test_membership_catches_a_stranger_in_a_private_session():
+    pending = {"type": "PRIVATE_SESSION_PENDING", "sessionId": "P", "targetNumMembers": 2}
+    host = [r("h", "connect", "invoke", 0, msg={"sessionType": "game", "targetNumMembers": "2", "private": "true"}),
+            r("h", "recv", "ok", 10, msg=pending, member="m-h"), start("h", "P", 0, 50)]
+    guest = [r("g", "connect", "invoke", 20, msg={"sessionType": "game", "sessionId": "P"}), start("g", "P", 1, 50)]
+    assert membership.check(Run(host + guest)).passed
+    stranger = [r("x", "connect", "invoke", 20, msg={"sessionType": "game", "targetNumMembers": "2"}),
+                start("x", "P", 1, 50)]
+    finding = _only(membership.check(Run(host + stranger)), "a private session holds only those who joined it")
+    assert finding.excerpt[0]["client"] == "x"
+
+
+# ---- liveness ------------------------------------------------------------------------------------
+def test_liveness_passes_when_waiting_players_are_matched():
+    assert liveness.check(Run(pair())).passed
+
+
+def test_liveness_catches_two_players_left_waiting_for_the_same_pool():
+    history = [r("a", "connect", "invoke", 0, msg={"sessionType": "game", "targetNumMembers": "2"}),
+               r("a", "connect", "ok", 5),
+               r("b", "connect", "invoke", 10, msg={"sessionType": "game", "targetNumMembers": "2"}),
+               r("b", "connect", "ok", 15), r("a", "heartbeat", "ok", 40_000)]
+    finding = _only(liveness.check(Run(history)), "matched within a bound")
+    assert "a and b both waited" in finding.message
+    # The same wait is fine if it is a fault that keeps them apart, until the bound after it.
+    faulty = Run(history, faults=[fault("a", "pause", 30_000, seconds=5)])
+    assert liveness.check(faulty).passed
+
+
+def test_liveness_catches_a_refusal_without_a_reason():
+    history = [r("a", "connect", "invoke", 0, msg={"sessionType": "game", "sessionId": "Q"}),
+               r("a", "connect", "fail", 5, error="Handshake refused")]
+    _only(liveness.check(Run(history)), "refused with a reason")
+    history[-1]["error"] = "404 no private session Q"
+    assert liveness.check(Run(history)).passed
+
+
+# ---- delivery ------------------------------------------------------------------------------------
+def test_delivery_passes_when_every_member_gets_each_message_once_in_order():
+    history = pair() + sent("a", "a-0", 1000) + sent("a", "a-1", 1100)
+    history += [got(c, pid, t) for c in ("a", "b") for pid, t in (("a-0", 1050), ("a-1", 1150))]
+    history += [r("a", "heartbeat", "ok", 9000)]
+    result = delivery.check(Run(history))
+    assert result.passed and result.checked == 2
+
+
+def test_delivery_catches_duplicates_unless_a_duplicate_fault_explains_them():
+    history = pair() + sent("a", "a-0", 1000) + [got("a", "a-0", 1050), got("b", "a-0", 1050),
+                                                    got("b", "a-0", 1060), r("a", "heartbeat", "ok", 9000)]
+    finding = _only(delivery.check(Run(history)), "no duplicate delivery")
+    assert finding.message == "b received a-0 2 times" and len(finding.excerpt) == 2
+    explained = delivery.check(Run(history, faults=[fault("b", "duplicate", 1055, copies=1)]))
+    assert explained.passed and explained.explained[0].explained_by[0]["fault"] == "duplicate"
+
+
+def test_delivery_catches_a_phantom_and_reordering():
+    history = pair() + [got("b", "z-9", 500)]
+    _only(delivery.check(Run(history)), "no phantom delivery")
+    history = pair() + sent("a", "a-0", 1000) + sent("a", "a-1", 1010)
+    history += [got("a", "a-0", 1050), got("a", "a-1", 1060), got("b", "a-1", 1050), got("b", "a-0", 1060),
+                r("a", "heartbeat", "ok", 9000)]
+    finding = _only(delivery.check(Run(history)), "per-sender order kept")
+    assert [rec["pid"] for rec in finding.excerpt] == ["a-1", "a-0"]
+
+
+def test_delivery_attributes_each_loss():
+    history = pair() + sent("a", "a-0", 1000) + [got("a", "a-0", 1050), r("a", "heartbeat", "ok", 9000)]
+    finding = _only(delivery.check(Run(history)), "every send reaches every member connected throughout")
+    assert finding.message == "a-0 from a never reached b"
+    assert finding.excerpt[0]["pid"] == "a-0"
+    explained = delivery.check(Run(history, faults=[fault("b", "drop", 1040)]))
+    assert explained.passed and "explained by 1 injected fault" in explained.explained[0].message
+    # A member who was not connected throughout is not owed the message.
+    left = history + [r("b", "close", "invoke", 1500)]
+    assert delivery.check(Run(left)).passed
+
+
+# ---- notifications -------------------------------------------------------------------------------
+def test_notifications_catch_a_notice_sent_twice():
+    connection = {"type": "CONNECTION", "memberId": "m-a"}
+    history = pair() + [r("a", "recv", "ok", 30, msg=connection), r("a", "recv", "ok", 31, msg=connection)]
+    finding = _only(notifications.check(Run(history)), "exactly once per change")
+    assert "CONNECTION 2 times" in finding.message
+    resend = pair() + [r("a", "recv", "ok", 30, msg=connection), r("a", "recv", "ok", 31, msg=connection,
+                                                                    via="HEARTBEAT")]
+    assert notifications.check(Run(resend)).passed
+
+
+def test_notifications_catch_a_member_disconnect_told_twice():
+    gone = {"type": "MEMBER_DISCONNECT", "memberNum": 1}
+    history = pair() + [r("a", "recv", "ok", 100, msg=gone, session="S"),
+                        r("a", "recv", "ok", 200, msg=gone, session="S")]
+    _only(notifications.check(Run(history)), "exactly once per change")
+    back = {"type": "MEMBER_RECONNECT", "memberNum": 1}
+    fine = pair() + [r("a", "recv", "ok", 100, msg=gone, session="S"), r("a", "recv", "ok", 150, msg=back,
+                                                                          session="S"),
+                     r("a", "recv", "ok", 200, msg=gone, session="S")]
+    assert notifications.check(Run(fine)).passed
+
+
+def test_notifications_catch_a_presence_that_misses_the_receiver():
+    history = joined("a", "S", 0, 0) + [start("b", "S", 1, 30, presence=[True, False])]
+    _only(notifications.check(Run(history)), "memberPresence matches who is connected")
+
+
+# ---- pinned --------------------------------------------------------------------------------------
+def test_pinned_converges_or_is_reported():
+    base = pair() + sent("a", "a-0", 1000, pinned_flag=True) + [got("a", "a-0", 1050, pinned_flag=True,
+                                                                    relay_time=1040)]
+    beat = [r("b", "heartbeat", "ok", 9000, session="S")]
+    finding = _only(pinned.check(Run(base + beat)), "pinned message converges")
+    assert "b heartbeated" in finding.message
+    recovered = base + [got("b", "a-0", 8000, via="HEARTBEAT", pinned_flag=True, relay_time=1040)] + beat
+    result = pinned.check(Run(recovered))
+    assert result.passed and result.checked == 1
+
+
+# ---- clean-up ------------------------------------------------------------------------------------
+def test_cleanup_is_skipped_without_a_scan_or_a_wait_and_judged_with_one():
+    assert cleanup.check(Run([])).skipped.startswith("no end-of-run store scan")
+    assert "--cleanup-wait" in cleanup.check(Run([], store={"cleanup_wait_s": 0, "tables": {}})).skipped
+    left = {"cleanup_wait_s": 90, "rule_name": "local-cleanup", "rule_state": "ENABLED",
+            "tables": {"SessionsTable": [{"id": "S"}], "ConnectionsTable": [{"id": ".sent.e.c"}]}}
+    result = cleanup.check(Run([], store=left))
+    assert [f.invariant for f in result.violations] == ["no orphaned records", "the clean-up schedule turns itself off"]
+    clean = {"cleanup_wait_s": 90, "rule_state": "DISABLED", "tables": {"SessionsTable": []}}
+    assert cleanup.check(Run([], store=clean)).passed
+
+
+# ---- health --------------------------------------------------------------------------------------
+def test_health_counts_errors_timeouts_and_given_up_batches():
+    ok = [{"t": 1, "function": "F", "request_id": "1", "duration_ms": 3, "outcome": "ok"}]
+    assert health.check(Run([], invocations=ok)).passed
+    assert health.check(Run([])).skipped
+    bad = ok + [{"t": 2, "function": "F", "request_id": "2", "duration_ms": 3, "outcome": "error",
+                 "error": "KeyError: 'x'"}] * 2
+    failure = {"requestContext": {"functionArn": "StreamFunction", "condition": "RetryAttemptsExhausted"},
+               "DDBStreamBatchInfo": {"batchSize": 3}}
+    result = health.check(Run([], invocations=bad, stream_failures=[failure]))
+    assert [f.message for f in result.violations] == [
+        "F: 2 error(s): KeyError: 'x'", "StreamFunction gave up on 3 record(s) (RetryAttemptsExhausted)"]
+
+
+@pytest.mark.parametrize("records", [[], pair()])
+def test_every_checker_accepts_any_history(records):
+    for check in (membership, liveness, delivery, notifications, pinned, cleanup, health):
+        check.check(Run(records))
