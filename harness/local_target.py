@@ -30,8 +30,9 @@ def _wait_ready(process: subprocess.Popen, ready: Path, what: str, log: Path, ti
 
 class LocalTarget:
     def __init__(self, run_dir: Path, *, seed: int, profile: str | None, upstream: str | None = None,
-                 short_expiry: bool = False) -> None:
+                 short_expiry: bool = False, template: str | None = None) -> None:
         self.run_dir = run_dir
+        self.template = template
         self.short_expiry = short_expiry
         self.seed = seed
         self.profile = profile
@@ -54,6 +55,8 @@ class LocalTarget:
         try:
             if self.upstream is None:
                 args = ["up", "--quiet", "--log-dir", str(self.run_dir)]
+                if self.template:
+                    args += ["--template", self.template]
                 if self.short_expiry:
                     # The reference relay's shortest expiries and a 5 s clean-up, so that a run can
                     # wait for its clean-up window (--cleanup-wait) in about a minute and a half.

@@ -62,6 +62,8 @@ def add_arguments(parser: Any) -> None:
                                                      "https://ID.execute-api.REGION.amazonaws.com/production/ping)")
     group.add_argument("--session-size", type=int, default=2, help="players per public session (2-32)")
     group.add_argument("--heartbeat-interval", type=float, default=7.0, help="seconds between heartbeats")
+    group.add_argument("--template", default="", help="with no --host: the SAM template of the relay to run on the "
+                                                      "local stack (default: the reference relay)")
     group.add_argument("--run-dir", default="", help="folder for this run's files (default: reports/<time>-...)")
     group.add_argument("--cleanup-wait", type=float, default=0.0,
                        help="after the run, wait this long before scanning the store for leftovers (the local "
@@ -89,6 +91,8 @@ def on_init(environment: Environment, **_: Any) -> None:
         return
     if not 2 <= options.session_size <= 32:
         _fail(f"--session-size {options.session_size} must be from 2 to 32")
+    if options.template and not Path(options.template).is_file():
+        _fail(f"--template {options.template} not found: pass the path of the relay's SAM template.yaml")
     profile_name = ""
     if options.chaos_profile:
         try:
@@ -108,7 +112,8 @@ def on_init(environment: Environment, **_: Any) -> None:
         _fail("--chaos-profile needs a ws:// --host (the proxy does not terminate TLS), or no --host")
     if not host or options.chaos_profile:
         RUN.target = LocalTarget(RUN.run_dir, seed=options.seed, profile=options.chaos_profile or None,
-                                 upstream=host or None, short_expiry=options.cleanup_wait > 0)
+                                 upstream=host or None, short_expiry=options.cleanup_wait > 0,
+                                 template=options.template or None)
         try:
             RUN.target.start()
         except TargetError as exc:

@@ -129,3 +129,17 @@ def test_bad_options_get_one_line_errors():
         errors = [line for line in result.stderr.splitlines() if line.startswith("relay-harness:")]
         assert len(errors) == 1 and errors[0].startswith(expected), result.stderr[-2000:]
         assert "Traceback" not in result.stderr
+
+
+def test_a_relay_whose_stream_handler_is_not_designed_for_retries_fails_the_run(tmp_path):
+    """The original's weakness put back (tests/fixtures/naive_relay): the run must exit 1 and say why."""
+    run_dir = tmp_path / "run"
+    result = _locust("--headless", "-u", "12", "-r", "12", "-t", "15s", "--run-dir", str(run_dir),
+                     "--heartbeat-interval", "1", "--template", "tests/fixtures/naive_relay/template.yaml")
+    assert result.returncode == 1, result.stderr[-3000:]
+    checks = {c["name"]: c for c in json.loads((run_dir / "results.json").read_text())["checks"]}
+    assert checks["notifications"]["status"] == "fail"
+    assert {v["invariant"] for v in checks["notifications"]["violations"]} == {"exactly once per change"}
+    assert any("2 times on one socket" in v["message"] for v in checks["notifications"]["violations"])
+    assert "TimeoutError: Task timed out after sending" in checks["health"]["violations"][0]["message"]
+    assert checks["membership"]["status"] == "pass" and checks["delivery"]["status"] == "pass"

@@ -24,8 +24,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -136,10 +135,14 @@ class InProcessFunction:
             self.slots.acquire()
             context = LambdaContext(self.spec, request_id, self.region, self.account)
             future = self.executor.submit(contextvars.copy_context().run, self._run, handler, payload, context)
-            invocation.payload = future.result(timeout=self.spec.timeout)
-        except FutureTimeout:
-            invocation.error = {"errorType": "Sandbox.Timedout",
-                                "errorMessage": f"Task timed out after {self.spec.timeout:.2f} seconds"}
+            # Wait first, then look: a handler may itself raise TimeoutError, which must not pass for
+            # the runtime's timeout (concurrent.futures.TimeoutError is the same class).
+            done, _ = wait([future], timeout=self.spec.timeout)
+            if not done:
+                invocation.error = {"errorType": "Sandbox.Timedout",
+                                    "errorMessage": f"Task timed out after {self.spec.timeout:.2f} seconds"}
+            else:
+                invocation.payload = future.result()
         except Exception as exc:
             invocation.error = {"errorType": type(exc).__name__, "errorMessage": str(exc),
                                 "stackTrace": traceback.format_exception(exc)}
