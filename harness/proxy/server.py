@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import socket
 import struct
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..faults.decisions import decide, uniform
 from ..faults.log import FaultLog
+from ..loop_thread import LoopThread
 from .faults import CONNECTION_FAULTS, PROXY_FAULTS, FaultSpec
 from .frames import (
     OP_BINARY,
@@ -261,7 +261,7 @@ class ChaosProxy:
         self.refusing_until = 0.0
         self._ids = itertools.count(1)
         self._occurrences: dict[str, int] = {}
-        self._thread: threading.Thread | None = None
+        self._runner: LoopThread | None = None
         self._timeline: list[asyncio.TimerHandle] = []
         self._background: set[asyncio.Task] = set()
         self._handlers: set[asyncio.Task] = set()
@@ -283,35 +283,16 @@ class ChaosProxy:
 
     def start(self) -> ChaosProxy:
         """Run in a background thread (for tests, Locust and the CLI); returns once listening."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self.loop = new_event_loop()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            try:
-                self.loop.run_until_complete(self.serve())
-            except BaseException as exc:
-                failure.append(exc)
-            finally:
-                ready.set()
-            if not failure:
-                self.loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="chaos-proxy", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
+        self._runner = LoopThread("chaos-proxy", new_event_loop)
+        self.loop = self._runner.loop
+        self._runner.start(self.serve)
         return self
 
     def stop(self) -> None:
-        if self.loop is None:
+        if self._runner is None:
             return
-        self.call(self._shutdown())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        if self._thread:
-            self._thread.join(timeout=10)
+        self._runner.stop(self._shutdown())
+        self._runner = None
         self.loop = None
 
     async def _shutdown(self) -> None:
@@ -328,8 +309,8 @@ class ChaosProxy:
 
     def call(self, coroutine: Any, timeout: float = 30) -> Any:
         """Run a coroutine on the proxy's loop from another thread."""
-        assert self.loop is not None, "the proxy is not running"
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+        assert self._runner is not None, "the proxy is not running"
+        return self._runner.call(coroutine, timeout)
 
     # ---- control (thread-safe through call) -------------------------------------------------
     async def add_fault(self, spec: FaultSpec) -> None:
@@ -525,23 +506,15 @@ class ChaosProxy:
                     self._protocol_close(connection, direction, 1014 if direction == "downstream" else 1002,
                                          "peer closed in the middle of a frame")
                 return
-            try:
-                frames = parser.feed(data)
-            except ProtocolError as exc:
-                self._protocol_close(connection, direction, exc.code, exc.reason)
-                return
-            for frame in frames:
-                try:
-                    message = assembler.add(frame)
-                except ProtocolError as exc:
-                    self._protocol_close(connection, direction, exc.code, exc.reason)
-                    return
-                if message is None:
-                    continue
+            messages, error = _messages(parser, assembler, data)
+            for message in messages:
                 if self.paused_until > time.monotonic():
                     await asyncio.sleep(self.paused_until - time.monotonic())
                 if not self._forward(connection, message, direction, lane):
                     return
+            if error is not None:
+                self._protocol_close(connection, direction, error.code, error.reason)
+                return
             await lane.drain()
 
     def _protocol_close(self, connection: Connection, direction: str, code: int, reason: str) -> None:
@@ -655,6 +628,20 @@ class ChaosProxy:
         return match.action is None or match.action in message.json_field("action")
 
 
+def _messages(parser: FrameParser, assembler: MessageAssembler, data: bytes
+              ) -> tuple[list[Message], ProtocolError | None]:
+    """The whole messages in ``data``; what came before a protocol violation is still delivered."""
+    messages: list[Message] = []
+    try:
+        for frame in parser.feed(data):
+            message = assembler.add(frame)
+            if message is not None:
+                messages.append(message)
+    except ProtocolError as exc:
+        return messages, exc
+    return messages, None
+
+
 def _reencode(message: Message, direction: str, data: bytes) -> bytes:
     mask = new_mask() if direction == "upstream" else None
     return encode_frame(message.opcode, data, mask=mask)
@@ -688,6 +675,7 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     """Close with a TCP RST, as a crashed peer or a reset fault would."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError):
+        # Already closed: uvloop's socket then has fd -1 and raises ValueError, asyncio's OSError.
+        with contextlib.suppress(OSError, ValueError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()

@@ -15,7 +15,6 @@ import contextlib
 import json
 import secrets
 import string
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from ..loop_thread import LoopThread
 from .events import websocket_event
 from .logs import StackLog
 from .management_api import describe_connection
@@ -86,7 +86,7 @@ class WebSocketGateway:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: Server | None = None
         self._live: dict[str, _Live] = {}
-        self._thread: threading.Thread | None = None
+        self._runner: LoopThread | None = None
         self._closing = False
         self._closing_tasks: set[asyncio.Task] = set()
         self.host = ""
@@ -103,41 +103,24 @@ class WebSocketGateway:
         return f"{self.host}:{self.port}"
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> WebSocketGateway:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self.loop = asyncio.new_event_loop()
+        self._runner = LoopThread("websocket-api")
+        self.loop = self._runner.loop
 
         async def listen() -> Server:
-            return await serve(self._session, host, port, process_request=self._handshake, ping_interval=None,
-                               max_size=self.quotas.max_message_bytes, max_queue=64, close_timeout=2)
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
             try:
-                self.server = self.loop.run_until_complete(listen())
+                return await serve(self._session, host, port, process_request=self._handshake, ping_interval=None,
+                                   max_size=self.quotas.max_message_bytes, max_queue=64, close_timeout=2)
             except OSError as exc:
-                failure.append(PortInUse(f"WebSocket API: cannot listen on {host}:{port} ({exc.strerror}); "
-                                         "pick another --port or stop what holds it"))
-            except BaseException as exc:
-                failure.append(exc)
-            finally:
-                if self.server is not None:
-                    sock = next(iter(self.server.sockets))
-                    self.host, self.port = sock.getsockname()[:2]
-                ready.set()
-            if not failure:
-                self.loop.run_forever()
+                raise PortInUse(f"WebSocket API: cannot listen on {host}:{port} ({exc.strerror}); "
+                                "pick another --port or stop what holds it") from None
 
-        self._thread = threading.Thread(target=run, name="websocket-api", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
+        self.server = self._runner.start(listen)
+        self.host, self.port = next(iter(self.server.sockets)).getsockname()[:2]
         return self
 
     def stop(self) -> None:
         """Close every socket (1001) without invoking anything more: no backlog, no $disconnect."""
-        if self.loop is None or self.server is None:
+        if self._runner is None or self.server is None:
             return
         self._closing = True
 
@@ -151,10 +134,7 @@ class WebSocketGateway:
                     if task is not asyncio.current_task():
                         task.cancel()
 
-        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        if self._thread:
-            self._thread.join(timeout=10)
+        self._runner.stop(shutdown())
         self.server = None
 
     # ---- sockets --------------------------------------------------------------------------
@@ -253,8 +233,8 @@ class WebSocketGateway:
 
     # ---- the Connections interface (called from handler threads) --------------------------
     def _call(self, coroutine: Any) -> Any:
-        assert self.loop is not None
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+        assert self._runner is not None
+        return self._runner.call(coroutine)
 
     def post(self, conn_id: str, data: bytes) -> bool:
         async def send() -> bool:
