@@ -103,19 +103,19 @@ async def _echo(websocket) -> None:
 
 
 async def _pair(url: str, join_times: list[float]) -> tuple:
-    async def member():
-        started = time.perf_counter()
-        ws = await websockets.connect(url + "?sessionType=bench&targetNumMembers=2", max_size=None)
-        return ws, started
-
-    (a, started_a), (b, started_b) = await asyncio.gather(member(), member())
-    for ws, started in ((a, started_a), (b, started_b)):
-        while True:
-            frame = json.loads(await ws.recv())
-            if any(m.get("type") == "SESSION_CONNECT" for m in frame):
-                join_times.append(time.perf_counter() - started)
-                break
-    return a, b
+    """Two players; the time measured is the second one's, from its connect to its SESSION_CONNECT
+    (its join is the one that starts the session; the first one's wait is for a partner)."""
+    target = url + "?sessionType=bench&targetNumMembers=2"
+    first = await websockets.connect(target, max_size=None)
+    await first.recv()  # CONNECTION: the first player is in, waiting
+    started = time.perf_counter()
+    second = await websockets.connect(target, max_size=None)
+    while not any(m.get("type") == "SESSION_CONNECT" for m in json.loads(await second.recv())):
+        pass
+    join_times.append(time.perf_counter() - started)
+    while not any(m.get("type") == "SESSION_CONNECT" for m in json.loads(await first.recv())):
+        pass
+    return first, second
 
 
 async def _load(url: str, sessions: int, rate: float, seconds: float, relay: bool) -> dict:

@@ -317,8 +317,11 @@ class RelayClient:
         ws, self.ws = self.ws, None
         if ws is not None:
             self._record("close", "invoke")
+            # Not ws.close(): it waits for the peer's close frame inside a bare `except:`, which
+            # swallows a greenlet kill, so a Locust user stopped at that moment would never stop.
             with contextlib.suppress(websocket.WebSocketException, OSError):
-                ws.close(timeout=1)
+                ws.send_close()
+            ws.shutdown()
             self._record("close", "ok")
 
     def fresh_session(self) -> None:
