@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import boto3
+
 from . import dynamodb as local_ddb
 from .deployment import Deployment, deployment_context, load_deployment
 from .http_api import HttpApiServer, HttpRoute
@@ -23,6 +25,8 @@ from .websocket_api import Quotas, WebSocketGateway
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "reference_relay" / "template.yaml"
 _REGION = "us-east-1"
+_WRITE_OPERATIONS = {"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem",
+                     "ExecuteStatement", "ExecuteTransaction", "BatchExecuteStatement"}
 
 
 class StackError(Exception):
@@ -181,6 +185,10 @@ class LocalStack:
                                              failures)
             event_source.start()
             self.sources.append(event_source)
+        if self.sources:
+            if boto3.DEFAULT_SESSION is None:
+                boto3.setup_default_session()
+            boto3.DEFAULT_SESSION.events.register("after-call.dynamodb", self._wake_sources)
         if deployment.schedules:
             specs = [ScheduleSpec(s.rule_name, s.expression, self.functions[s.function], s.enabled)
                      for s in deployment.schedules]
@@ -192,7 +200,16 @@ class LocalStack:
             self.scheduler.create_rules()
             self.scheduler.start()
 
+    def _wake_sources(self, model: Any, **_: Any) -> None:
+        """A function of this process wrote to DynamoDB: the stream pollers look now, not at their
+        next interval (writers in other processes are seen at the interval, as with Lambda's poller)."""
+        if model.name in _WRITE_OPERATIONS:
+            for source in self.sources:
+                source.wake.set()
+
     def stop(self) -> None:
+        if self.sources and boto3.DEFAULT_SESSION is not None:
+            boto3.DEFAULT_SESSION.events.unregister("after-call.dynamodb", self._wake_sources)
         if self.scheduler:
             self.scheduler.stop()
         for source in self.sources:

@@ -49,7 +49,7 @@ def _iso(seconds: float) -> str:
 
 class StreamEventSource(threading.Thread):
     def __init__(self, mapping: StreamMapping, reader: StreamReader, log: StackLog,
-                 failures_path: Path | None = None, poll_interval: float = 0.02) -> None:
+                 failures_path: Path | None = None, poll_interval: float = 0.1) -> None:
         super().__init__(name=f"stream-{mapping.function.spec.logical_id}", daemon=True)
         self.mapping = mapping
         self.reader = reader
@@ -57,6 +57,8 @@ class StreamEventSource(threading.Thread):
         self.failures_path = failures_path
         self.poll_interval = poll_interval
         self.stopping = threading.Event()
+        # Set when something wrote to the store: poll now instead of at the next interval.
+        self.wake = threading.Event()
         self.failed_batches = 0
 
     def start(self) -> None:
@@ -74,7 +76,8 @@ class StreamEventSource(threading.Thread):
                 self.log.line("stream", f"reading {self.mapping.stream_arn} failed: {exc}")
                 records = []
             if not records:
-                self.stopping.wait(self.poll_interval)
+                self.wake.wait(self.poll_interval)
+                self.wake.clear()
                 continue
             size = self.mapping.batch_size
             for start in range(0, len(records), size):
@@ -84,6 +87,7 @@ class StreamEventSource(threading.Thread):
 
     def stop(self) -> None:
         self.stopping.set()
+        self.wake.set()
 
     def deliver(self, batch: list[dict[str, Any]]) -> None:
         """Process one batch to completion: success, or every record handed to the on-failure path."""

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
 from .departures import depart
 from .messages import Message
 from .postman import Postman
 from .store import Store, expires_in
 
 LEDGER_PREFIX = ".sent."
+# Sends to different members go out together: a session's fan-out costs one round trip to API
+# Gateway, not one per member. boto3's low-level clients are safe to share between threads.
+_FAN_OUT = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fan-out")
+
+T = TypeVar("T")
+
+
+def fan_out(items: Iterable[T], send: Callable[[T], object]) -> list[tuple[T, BaseException]]:
+    """Run ``send`` for every item concurrently; returns the items whose send raised, with the error."""
+    items = list(items)
+    if len(items) == 1:
+        try:
+            send(items[0])
+        except Exception as exc:
+            return [(items[0], exc)]
+        return []
+    futures = [(item, _FAN_OUT.submit(send, item)) for item in items]
+    return [(item, error) for item, future in futures if (error := future.exception()) is not None]
 
 
 def send_or_depart(store: Store, postman: Postman, conn_id: str, frame: list[Message]) -> bool:

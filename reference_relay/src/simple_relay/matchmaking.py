@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .ids import new_id
 from .inbound import ConnectRequest, HostPrivate, JoinPrivate, PublicMatch, Rejoin
-from .model import Session, open_pointer_id
+from .model import open_pointer_id
 from .store import Contention, Store, expires_in, retry_on_contention
 
 
@@ -32,7 +32,11 @@ class Joined:
 
 def join(store: Store, request: ConnectRequest, conn_id: str) -> Joined:
     if isinstance(request, PublicMatch):
-        return retry_on_contention(lambda: _join_public(store, request, conn_id))
+        attempts = iter(range(1 << 30))
+        # The first try trusts the open pointer's count and skips reading the session; a try that
+        # lost a race (or met a stale pointer) reads the session too.
+        return retry_on_contention(
+            lambda: _join_public(store, request, conn_id, trust_pointer=next(attempts) == 0))
     if isinstance(request, HostPrivate):
         return retry_on_contention(lambda: _create(store, request.session_type, request.target_num_members,
                                                    conn_id, private=True))
@@ -71,45 +75,52 @@ def _create(store: Store, session_type: str, target: int, conn_id: str, private:
     return Joined(session_id, member_id)
 
 
-def _append_member(store: Store, session: Session, conn_id: str, extra: list[dict]) -> Joined:
-    """Take the next slot of a session that had exactly ``len(session.members)`` members when read."""
+def _append_member(store: Store, session_id: str, seen: int, conn_id: str, extra: list[dict]) -> Joined:
+    """Take the next slot of a session that had exactly ``seen`` members when read."""
     member_id = new_id()
     store.transact([
         {"Update": {
             "TableName": store.settings.sessions_table,
-            "Key": {"id": session.id},
+            "Key": {"id": session_id},
             "UpdateExpression": "SET #members = list_append(#members, :new), expireAfter = :exp",
             "ConditionExpression": "attribute_exists(#id) AND size(#members) = :seen",
             "ExpressionAttributeNames": {"#id": "id", "#members": "members"},
             "ExpressionAttributeValues": {":new": [{"memberId": member_id, "connId": conn_id}],
-                                          ":seen": len(session.members),
+                                          ":seen": seen,
                                           ":exp": expires_in(store.settings.session_expiry)},
         }},
-        store.put_member(member_id, session.id, conn_id, new=True),
-        store.put_connection(conn_id, session.id, member_id),
+        store.put_member(member_id, session_id, conn_id, new=True),
+        store.put_connection(conn_id, session_id, member_id),
         *extra,
     ])
-    return Joined(session.id, member_id)
+    return Joined(session_id, member_id)
 
 
-def _join_public(store: Store, request: PublicMatch, conn_id: str) -> Joined:
+def _join_public(store: Store, request: PublicMatch, conn_id: str, trust_pointer: bool) -> Joined:
     pointer_id = open_pointer_id(request.session_type, request.target_num_members)
     pointer = store.open_pointer(pointer_id)
     if pointer is None:
         return _create(store, request.session_type, request.target_num_members, conn_id, private=False)
-    session = store.session(pointer["openSessionId"])
-    if session is None or session.started or session.is_private:
-        # A stale pointer (its session ended or expired): retire it and try again.
-        store.transact([store.pointer_condition(pointer_id, pointer["openSessionId"], "Delete")])
-        raise Contention("stale open-session pointer")
-    waiting = len(session.members) + 1
-    if waiting >= session.target_num_members:
-        pointer_write = store.pointer_condition(pointer_id, session.id, "Delete")
+    session_id = pointer["openSessionId"]
+    if trust_pointer:
+        # Joins and departures move numWaiting in the same transaction as the member list, so it
+        # is the list's length; the append below is conditioned on exactly that.
+        seen = int(pointer["numWaiting"])
+    else:
+        session = store.session(session_id)
+        if session is None or session.started or session.is_private:
+            # A stale pointer (its session ended or expired): retire it and try again.
+            store.transact([store.pointer_condition(pointer_id, session_id, "Delete")])
+            raise Contention("stale open-session pointer")
+        seen = len(session.members)
+    waiting = seen + 1
+    if waiting >= request.target_num_members:
+        pointer_write = store.pointer_condition(pointer_id, session_id, "Delete")
     else:
         pointer_write = store.pointer_condition(
-            pointer_id, session.id, "Update", UpdateExpression="SET numWaiting = :n",
+            pointer_id, session_id, "Update", UpdateExpression="SET numWaiting = :n",
             ExpressionAttributeValues={":n": waiting})
-    return _append_member(store, session, conn_id, [pointer_write])
+    return _append_member(store, session_id, seen, conn_id, [pointer_write])
 
 
 def _join_private(store: Store, request: JoinPrivate, conn_id: str) -> Joined:
@@ -121,7 +132,7 @@ def _join_private(store: Store, request: JoinPrivate, conn_id: str) -> Joined:
                            f"not {request.session_type!r}")
     if session.started:
         raise Refused(409, f"session {session.id} is full ({session.target_num_members} members)")
-    return _append_member(store, session, conn_id, [])
+    return _append_member(store, session.id, len(session.members), conn_id, [])
 
 
 def _rejoin(store: Store, request: Rejoin, conn_id: str) -> Joined:

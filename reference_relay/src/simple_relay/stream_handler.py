@@ -15,9 +15,9 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import Settings
-from .delivery import DeliveryLedger, send_or_depart
+from .delivery import DeliveryLedger, fan_out, send_or_depart
 from .model import Session, is_session_id
-from .notifications import notices
+from .notifications import Notice, notices
 from .postman import DeliveryFailed, Postman
 from .schedule import set_cleanup_schedule
 from .store import Busy, Store, default_store
@@ -55,11 +55,16 @@ def _process(record: dict[str, Any], store: Store, postman: Postman, ledger: Del
     if old is None and new is not None:
         set_cleanup_schedule(store.settings.cleanup_rule_name, enabled=True)
     event_id = record["eventID"]
-    for notice in notices(old, new):
+
+    def deliver(notice: Notice) -> None:
         if not ledger.claim(event_id, notice.conn_id):
-            continue
+            return
         try:
             send_or_depart(store, postman, notice.conn_id, list(notice.messages))
         except DeliveryFailed:
             ledger.release(event_id, notice.conn_id)
             raise
+
+    failures = fan_out(notices(old, new), deliver)
+    if failures:
+        raise failures[0][1]

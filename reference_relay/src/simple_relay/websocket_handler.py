@@ -7,7 +7,7 @@ from typing import Any
 
 from . import messages
 from .config import MAX_FRAME_BYTES, now_ms, now_s
-from .delivery import send_or_depart
+from .delivery import fan_out, send_or_depart
 from .departures import depart, end_session
 from .inbound import BadRequest, EndSession, Heartbeat, SendMessage, parse_action, parse_connect_query
 from .matchmaking import Refused, join
@@ -97,12 +97,12 @@ def _send_message(store: Store, postman: Postman, conn_id: str, caller: _Caller,
     if action.pinned and not _pin(store, session.id, action.payload, sent_at, caller.member_num):
         send_or_depart(store, postman, conn_id, [messages.invalid_connection()])
         return _response(410, "session ended")
-    failed = []
-    for _, member in session.connected_members():
-        try:
-            send_or_depart(store, postman, member.conn_id, frame)
-        except DeliveryFailed as exc:
-            failed.append(str(exc))
+    failures = fan_out([m.conn_id for _, m in session.connected_members()],
+                       lambda conn: send_or_depart(store, postman, conn, frame))
+    unexpected = [error for _, error in failures if not isinstance(error, DeliveryFailed)]
+    if unexpected:
+        raise unexpected[0]
+    failed = [str(error) for _, error in failures]
     if failed:
         log.warning("MESSAGE from %s not delivered to: %s", conn_id, "; ".join(failed))
     return _response(200)
