@@ -164,6 +164,8 @@ def test_bisect_isolates_a_poison_record_and_retries_are_bounded(stack):
     _put_together(stack, [{"id": f"bisect-{n}", "to": "raise", "poison": n == 2} for n in range(4)])
     wait_until(lambda: any(f["DDBStreamBatchInfo"]["batchSize"] == 1 for f in _failures(stack)
                            if f["requestContext"]["functionArn"] == "RaiseFunction"), what="the poison record")
+    # The half after the poison record is delivered once the poison record is given up on.
+    wait_until(lambda: _stream_keys(stack, "raise").count("bisect-3") == 3, what="the last half to be delivered")
     failure = next(f for f in _failures(stack) if f["requestContext"]["functionArn"] == "RaiseFunction")
     assert failure["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert failure["requestContext"]["approximateInvokeCount"] == 2  # the try and MaximumRetryAttempts: 1

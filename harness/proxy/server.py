@@ -110,7 +110,6 @@ class Lane:
         self.not_before = 0.0  # shaping: when the next write may start
         self.held: list[list[Any]] = []  # reordered messages: [messages still to pass, deadline, data]
         self.closed = False
-        self.sent = 0
 
     @property
     def shaped(self) -> bool:
@@ -121,7 +120,6 @@ class Lane:
             return
         if delay <= 0 and not self.shaped and not self.queue and not self.held:
             self.writer.write(data)
-            self.sent += len(data)
             return
         self._enqueue(data, delay)
         self._release_held(passed=1)
@@ -181,7 +179,6 @@ class Lane:
             if self.closed:
                 return
             self.writer.write(chunk)
-            self.sent += len(chunk)
             await self.writer.drain()
             now = time.monotonic()
             self.not_before = max(self.not_before, now)
@@ -254,7 +251,6 @@ class ChaosProxy:
         self.fault_log = fault_log or FaultLog()
         self.faults: list[FaultSpec] = list(faults or [])
         self.connections: dict[str, Connection] = {}
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.server: asyncio.Server | None = None
         self.started = time.monotonic()
         self.paused_until = 0.0
@@ -284,7 +280,6 @@ class ChaosProxy:
     def start(self) -> ChaosProxy:
         """Run in a background thread (for tests, Locust and the CLI); returns once listening."""
         self._runner = LoopThread("chaos-proxy", new_event_loop)
-        self.loop = self._runner.loop
         self._runner.start(self.serve)
         return self
 
@@ -293,7 +288,6 @@ class ChaosProxy:
             return
         self._runner.stop(self._shutdown())
         self._runner = None
-        self.loop = None
 
     async def _shutdown(self) -> None:
         for handle in self._timeline:

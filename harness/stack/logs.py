@@ -35,7 +35,6 @@ class StackLog:
         self._text: TextIO | None = None
         self._records: TextIO | None = None
         self.echo = echo
-        self.counts: dict[str, int] = {"invocations": 0, "errors": 0, "timeouts": 0}
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             self._text = open(directory / "stack.log", "a", encoding="utf-8")  # noqa: SIM115
@@ -72,9 +71,6 @@ class StackLog:
         if error:
             record["error"] = f"{error.get('errorType')}: {error.get('errorMessage', '')}"
         with self._lock:
-            self.counts["invocations"] += 1
-            if error:
-                self.counts["timeouts" if record["outcome"] == "timeout" else "errors"] += 1
             if self._records is not None:
                 self._records.write(json.dumps(record) + "\n")
                 self._records.flush()

@@ -25,7 +25,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -162,11 +162,9 @@ class RemoteFunction:
     spec: FunctionSpec
     endpoint: str
     log: StackLog
-    remote_name: str = field(default="")
 
     def invoke(self, event: dict[str, Any]) -> Invocation:
-        name = self.remote_name or self.spec.name
-        url = f"{self.endpoint.rstrip('/')}/2015-03-31/functions/{name}/invocations"
+        url = f"{self.endpoint.rstrip('/')}/2015-03-31/functions/{self.spec.name}/invocations"
         request = urllib.request.Request(url, data=to_json(event).encode(), method="POST",
                                          headers={"Content-Type": "application/json"})
         invocation = Invocation(str(uuid.uuid4()), self.spec.name)

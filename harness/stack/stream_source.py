@@ -59,7 +59,6 @@ class StreamEventSource(threading.Thread):
         self.stopping = threading.Event()
         # Set when something wrote to the store: poll now instead of at the next interval.
         self.wake = threading.Event()
-        self.failed_batches = 0
 
     def start(self) -> None:
         # LATEST is fixed when the stack starts, not when the thread gets round to it, so a record
@@ -139,7 +138,6 @@ class StreamEventSource(threading.Thread):
 
     def _give_up(self, records: list[dict[str, Any]], condition: str, retries: int,
                  invocation: Invocation | None) -> None:
-        self.failed_batches += 1
         first, last = records[0], records[-1]
         description = {
             "version": "1.0", "timestamp": _iso(time.time()),

@@ -83,7 +83,6 @@ class WebSocketGateway:
         self.api_id = api_id
         self.log = log
         self.quotas = quotas or Quotas()
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.server: Server | None = None
         self._live: dict[str, _Live] = {}
         self._runner: LoopThread | None = None
@@ -104,7 +103,6 @@ class WebSocketGateway:
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> WebSocketGateway:
         self._runner = LoopThread("websocket-api")
-        self.loop = self._runner.loop
 
         async def listen() -> Server:
             try:
@@ -269,7 +267,3 @@ class WebSocketGateway:
             return True
 
         return self._call(close())
-
-    @property
-    def open_connections(self) -> list[str]:
-        return list(self._live)
