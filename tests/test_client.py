@@ -32,6 +32,14 @@ def _client(stack, proxy, history, name, timings=FAST):
     return RelayClient(proxy.endpoint, history, name, ping_url=stack.endpoints["http"] + "/ping", timings=timings)
 
 
+def _pair(stack, proxy, history, prefix, session_type):
+    """Two clients in a started session."""
+    a, b = _client(stack, proxy, history, f"{prefix}a"), _client(stack, proxy, history, f"{prefix}b")
+    assert a.connect(session_type, 2) and b.connect(session_type, 2)
+    assert a.wait_for("SESSION_CONNECT", 10) and b.wait_for("SESSION_CONNECT", 10)
+    return a, b
+
+
 def _add(proxy, **spec):
     proxy.call(proxy.add_fault(parse_fault(spec, spec.get("name", "f"))))
 
@@ -60,9 +68,7 @@ def test_a_session_with_messages_writes_a_complete_history(stack, proxy):
 def test_a_lost_session_connect_is_recovered_with_waiting_for(stack, proxy):
     _add(proxy, name="lose-start", type="drop", direction="downstream", match={"type": "SESSION_CONNECT"}, count=1)
     history = History()
-    a, b = _client(stack, proxy, history, "wa"), _client(stack, proxy, history, "wb")
-    assert a.connect("waiting", 2) and b.connect("waiting", 2)
-    assert a.wait_for("SESSION_CONNECT", 10) and b.wait_for("SESSION_CONNECT", 10)
+    a, b = _pair(stack, proxy, history, "w", "waiting")
     asks = [r["msg"].get("waitingFor") for r in history.drain() if r["op"] == "heartbeat" and r["phase"] == "invoke"]
     assert ["SESSION_CONNECT"] in asks
     assert len(proxy.fault_log.entries) == 2  # one SESSION_CONNECT lost per connection, both recovered
@@ -72,9 +78,7 @@ def test_a_lost_session_connect_is_recovered_with_waiting_for(stack, proxy):
 
 def test_a_lost_pinned_message_comes_back_with_incl_messages_after(stack, proxy):
     history = History()
-    a, b = _client(stack, proxy, history, "pa"), _client(stack, proxy, history, "pb")
-    assert a.connect("pinned", 2) and b.connect("pinned", 2)
-    assert a.wait_for("SESSION_CONNECT", 10) and b.wait_for("SESSION_CONNECT", 10)
+    a, b = _pair(stack, proxy, history, "p", "pinned")
     _add(proxy, name="lose-pin", type="drop", direction="downstream",
          match={"type": "MESSAGE", "tags": {"client": "pb"}}, count=1)
     a.send_message("board", pinned=True)
@@ -87,9 +91,7 @@ def test_a_lost_pinned_message_comes_back_with_incl_messages_after(stack, proxy)
 
 def test_five_unanswered_beats_make_the_client_rejoin(stack, proxy):
     history = History()
-    a, b = _client(stack, proxy, history, "ra"), _client(stack, proxy, history, "rb")
-    assert a.connect("silent", 2) and b.connect("silent", 2)
-    assert b.wait_for("SESSION_CONNECT", 10)
+    a, b = _pair(stack, proxy, history, "r", "silent")
     # Only the first socket (its query names targetNumMembers) goes silent, not the rejoined one.
     _add(proxy, name="silence", type="blackhole", direction="downstream",
          match={"type": "HEARTBEAT", "tags": {"client": "rb", "targetNumMembers": "2"}})
@@ -104,9 +106,7 @@ def test_five_unanswered_beats_make_the_client_rejoin(stack, proxy):
 
 def test_a_dropped_socket_is_rejoined_and_overwrites_stop_the_old_client(stack, proxy):
     history = History()
-    a, b = _client(stack, proxy, history, "da"), _client(stack, proxy, history, "db")
-    assert a.connect("drops", 2) and b.connect("drops", 2)
-    assert b.wait_for("SESSION_CONNECT", 10)
+    a, b = _pair(stack, proxy, history, "d", "drops")
     assert proxy.call(proxy.disconnect_all()) == 2
     wait_until(lambda: a.conn == 2 and b.conn == 2 and a.ws and b.ws, timeout=15, what="both to rejoin")
     intruder = _client(stack, proxy, history, "intruder")

@@ -16,15 +16,14 @@
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .. import __version__
-from ..stack.ports import PortInUse
+from ..http_server import LoopbackHTTPServer
 from .faults import FaultSpecError, parse_fault
 from .server import ChaosProxy
 
@@ -137,29 +136,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, {"error": f"no route DELETE {self.path}"})
 
 
-class ControlServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class ControlServer(LoopbackHTTPServer):
     def __init__(self, proxy: ChaosProxy, host: str = "127.0.0.1", port: int = 0) -> None:
-        try:
-            super().__init__((host, port), _Handler)
-        except OSError as exc:
-            raise PortInUse(f"control API: cannot listen on {host}:{port} ({exc.strerror}); pick another "
-                            "--control port") from None
+        super().__init__(_Handler, host, port, "control API", "pick another --control port")
         self.proxy = proxy
-
-    @property
-    def endpoint(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> ControlServer:
-        threading.Thread(target=self.serve_forever, name="proxy-control", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 class ControlError(Exception):

@@ -5,15 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ..http_server import LoopbackHTTPServer
 from .events import http_event
 from .logs import StackLog
-from .ports import PortInUse
 from .runtime import Function
 
 
@@ -90,28 +89,10 @@ def _response(payload: Any) -> tuple[int, dict[str, str], bytes]:
     return 200, {"content-type": "application/json"}, json.dumps(payload).encode()
 
 
-class HttpApiServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class HttpApiServer(LoopbackHTTPServer):
     def __init__(self, routes: list[HttpRoute], stage: str, log: StackLog, host: str = "127.0.0.1",
                  port: int = 0) -> None:
-        try:
-            super().__init__((host, port), _Handler)
-        except OSError as exc:
-            raise PortInUse(f"HTTP API: cannot listen on {host}:{port} ({exc.strerror}); pick another port") from None
+        super().__init__(_Handler, host, port, "HTTP API")
         self.routes = routes
         self.stage = stage
         self.log = log
-
-    @property
-    def endpoint(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> HttpApiServer:
-        threading.Thread(target=self.serve_forever, name="http-api", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()

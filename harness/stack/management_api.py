@@ -13,11 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-from .ports import PortInUse
+from ..http_server import LoopbackHTTPServer
 
 MAX_POST_BYTES = 128 * 1024
 
@@ -112,31 +112,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._route(delete)
 
 
-class ManagementApiServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class ManagementApiServer(LoopbackHTTPServer):
     def __init__(self, connections: Connections, host: str = "127.0.0.1", port: int = 0) -> None:
-        try:
-            super().__init__((host, port), _Handler)
-        except OSError as exc:
-            raise PortInUse(f"management API: cannot listen on {host}:{port} ({exc.strerror}); "
-                            "pick another port") from None
+        super().__init__(_Handler, host, port, "management API")
         self.connections = connections
-        self._thread: threading.Thread | None = None
-
-    @property
-    def endpoint(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> ManagementApiServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="management-api", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 def describe_connection(connected_at: float, last_active_at: float, source_ip: str, user_agent: str
