@@ -82,6 +82,7 @@ class LocalStack:
         self.functions: dict[str, Function] = {}
         self.deployment: Deployment | None = None
         self._saved_environment: dict[str, str | None] = {}
+        self.tables: dict[str, str] = {}  # logical id -> table name
 
     # ---- start / stop ---------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -137,6 +138,7 @@ class LocalStack:
             raise StackError(f"DynamoDB at {self.dynamodb_endpoint} does not answer ({exc}); start it or fix "
                              "--dynamodb-endpoint") from None
         local_ddb.create_tables(client, [s for s in specs if s.name not in existing])
+        self.tables = {spec.logical_id: spec.name for spec in specs}
         arns = {}
         for spec in specs:
             arn = client.describe_table(TableName=spec.name)["Table"].get("LatestStreamArn")
@@ -254,8 +256,7 @@ class LocalStack:
             "management": f"{self.management.endpoint}/{stage}",
             "dynamodb": self.dynamodb_endpoint,
             "stage": stage,
-            "tables": {spec.logical_id: spec.name for spec in table_specs(self.deployment.template,
-                                                                            self.deployment.context)},
+            "tables": self.tables,
             "log_dir": str(self.options.log_dir) if self.options.log_dir else None,
             "schedules": [s.rule_name for s in self.deployment.schedules],
         }

@@ -27,10 +27,7 @@ def _pointer_write(store: Store, session: Session, remaining: int) -> list[dict[
     pointer = store.open_pointer(pointer_id)
     if pointer is None or pointer.get("openSessionId") != session.id:
         return []
-    if remaining == 0:
-        return [store.pointer_condition(pointer_id, session.id, "Delete")]
-    return [store.pointer_condition(pointer_id, session.id, "Update", UpdateExpression="SET numWaiting = :n",
-                                    ExpressionAttributeValues={":n": remaining})]
+    return [store.pointer_write(pointer_id, session.id, remaining or None)]
 
 
 def _depart(store: Store, conn_id: str, expired_before: int | None) -> None:

@@ -110,17 +110,13 @@ def _join_public(store: Store, request: PublicMatch, conn_id: str, trust_pointer
         session = store.session(session_id)
         if session is None or session.started or session.is_private:
             # A stale pointer (its session ended or expired): retire it and try again.
-            store.transact([store.pointer_condition(pointer_id, session_id, "Delete")])
+            store.transact([store.pointer_write(pointer_id, session_id, None)])
             raise Contention("stale open-session pointer")
         seen = len(session.members)
     waiting = seen + 1
-    if waiting >= request.target_num_members:
-        pointer_write = store.pointer_condition(pointer_id, session_id, "Delete")
-    else:
-        pointer_write = store.pointer_condition(
-            pointer_id, session_id, "Update", UpdateExpression="SET numWaiting = :n",
-            ExpressionAttributeValues={":n": waiting})
-    return _append_member(store, session_id, seen, conn_id, [pointer_write])
+    full = waiting >= request.target_num_members  # the session starts: nobody else may find it
+    pointer = store.pointer_write(pointer_id, session_id, None if full else waiting)
+    return _append_member(store, session_id, seen, conn_id, [pointer])
 
 
 def _join_private(store: Store, request: JoinPrivate, conn_id: str) -> Joined:

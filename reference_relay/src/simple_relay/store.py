@@ -125,21 +125,20 @@ class Store:
     def delete_member(self, member_id: str) -> dict[str, Any]:
         return {"Delete": {"TableName": self.settings.members_table, "Key": {"id": member_id}}}
 
-    def pointer_condition(self, pointer_id: str, session_id: str, operation: str, **extra: Any
-                          ) -> dict[str, Any]:
-        """An Update or Delete of the open pointer that only applies while it points at the session."""
+    def pointer_write(self, pointer_id: str, session_id: str, waiting: int | None) -> dict[str, Any]:
+        """Set the open pointer's count of waiting members, or delete it (``None``), only while it
+        still points at the session."""
         body: dict[str, Any] = {
             "TableName": self.settings.sessions_table,
             "Key": {"id": pointer_id},
             "ConditionExpression": "openSessionId = :sid",
             "ExpressionAttributeValues": {":sid": session_id},
         }
-        for key, value in extra.items():
-            if key == "ExpressionAttributeValues":
-                body[key].update(value)
-            else:
-                body[key] = value
-        return {operation: body}
+        if waiting is None:
+            return {"Delete": body}
+        body["UpdateExpression"] = "SET numWaiting = :n"
+        body["ExpressionAttributeValues"][":n"] = waiting
+        return {"Update": body}
 
 
 def default_store() -> Store:
