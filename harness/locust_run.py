@@ -27,7 +27,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from .faults.profile import ProfileError, load_profile
 from .history import History, HistoryFile
 from .local_target import LocalTarget, TargetError
-from .report.build import EXIT_HARNESS_FAILED, build_report
+from .report.build import EXIT_HARNESS_FAILED, build_report, verdict_line
 
 HISTORY_MESSAGE = "relay_history"
 REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
@@ -201,9 +201,7 @@ def on_quitting(environment: Environment, **_: Any) -> None:
         print(f"relay-harness: the report could not be built: {exc}", file=sys.stderr)
         environment.process_exit_code = EXIT_HARNESS_FAILED
         return
-    score = "n/a" if results["score"] is None else f"{results['score']:.1f}%"
-    print(f"relay-harness: {results['verdict'].upper()}{' (partial)' if results['partial'] else ''}: score {score}, "
-          f"{results['counts']['violations']} violation(s); report {RUN.run_dir / 'report.html'}", flush=True)
+    print(f"relay-harness: {verdict_line(results)}; report {RUN.run_dir / 'report.html'}", flush=True)
     environment.process_exit_code = status
 
 

@@ -37,7 +37,7 @@ def test_a_violation_fails_the_report_in_every_format(tmp_path):
     [delivery] = [c for c in on_disk["checks"] if c["name"] == "delivery"]
     assert delivery["status"] == "fail" and delivery["violations"][0]["message"] == "a-0 from a never reached b"
     suite = ET.parse(run_dir / "junit.xml").getroot()
-    assert suite.get("tests") == "7" and suite.get("failures") == "1"
+    assert suite.get("tests") == "8" and suite.get("failures") == "1"
     assert [case.get("name") for case in suite if case.find("failure") is not None] == ["Message delivery"]
     summary = (run_dir / "summary.md").read_text()
     assert "FAIL" in summary and "a-0 from a never reached b" in summary and len(summary.splitlines()) < 40
@@ -48,7 +48,8 @@ def test_a_violation_fails_the_report_in_every_format(tmp_path):
 
 
 def test_explained_losses_pass_and_faults_are_shaded(tmp_path):
-    drop = {"t": 1040, "seam": "wire", "fault": "drop", "target": {"conn": "/?client=b#0", "frame": 3},
+    target = {"conn": "/?client=b#0", "direction": "downstream", "frame": 3, "types": ["MESSAGE"], "pids": ["a-0"]}
+    drop = {"t": 1040, "seam": "wire", "fault": "drop", "target": target,
             "params": {}, "rule": {"id": "lose-messages", "seq": ["/?client=b#0", "downstream", 3]}}
     run_dir = _run_folder(tmp_path / "run", _lossy_history(), faults=[drop])
     status, results = build_report(run_dir, partial=True)
@@ -60,8 +61,9 @@ def test_explained_losses_pass_and_faults_are_shaded(tmp_path):
 
 def test_command_line_exit_statuses(tmp_path):
     failing = _run_folder(tmp_path / "failing", _lossy_history())
-    passing = _run_folder(tmp_path / "passing", pair())
-    for run_dir, status in ((failing, 1), (passing, 0)):
+    passing = _run_folder(tmp_path / "passing", _lossy_history() + [got("b", "a-0", 1060)])
+    never_relayed = _run_folder(tmp_path / "idle", pair())
+    for run_dir, status in ((failing, 1), (passing, 0), (never_relayed, 3)):
         result = subprocess.run([sys.executable, "-m", "harness", "report", str(run_dir)], capture_output=True,
                                 text=True, timeout=60)
         assert result.returncode == status, result.stderr

@@ -1,11 +1,31 @@
 """Function health: unexpected handler exceptions, timeouts, and stream batches given up on (sent
-to the on-failure destination), counted from the local stack's logs."""
+to the on-failure destination), counted from the local stack's logs.
+
+Invocations that started after the load stopped (run.json ``ended_t``) are the run's teardown, not
+the relay's behaviour: they are counted in a note, never judged. A failure that an injected fault
+caused (an invocation fault on that very request, or a store, management or process fault during
+it) is explained, not a violation."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
+from typing import Any
 
-from .model import CheckResult, Finding, Run
+from .model import GRACE_S, CheckResult, Finding, Run
+
+
+def _caused_by(run: Run, invocation: dict[str, Any]) -> list[dict[str, Any]]:
+    end = invocation["t"]
+    start = end - float(invocation.get("duration_ms") or 0)
+    hits = []
+    for fault in run.stack_faults:
+        target = fault.get("target") or {}
+        same_request = target.get("request_id") == invocation.get("request_id")
+        during = fault.get("seam") != "invocation" and target.get("function") in (None, invocation["function"]) \
+            and start - GRACE_S * 1000 <= fault["t"] <= end
+        if same_request or during:
+            hits.append(fault)
+    return hits
 
 
 def check(run: Run) -> CheckResult:
@@ -13,18 +33,31 @@ def check(run: Run) -> CheckResult:
     if not run.invocations:
         result.skipped = "no invocation log (the run targeted a relay this harness did not start)"
         return result
-    result.checked = len(run.invocations)
-    failures = Counter((r["function"], r["outcome"], r.get("error", "")) for r in run.invocations
-                       if r["outcome"] != "ok")
-    for (function, outcome, error), count in failures.most_common():
-        examples = [r for r in run.invocations if r["function"] == function and r.get("error", "") == error][:3]
-        result.violations.append(Finding(f"no handler {outcome}s", f"{function}: {count} {outcome}(s): {error}",
-                                         examples))
+    ended = run.info.get("ended_t")
+    judged = [r for r in run.invocations
+              if ended is None or r["t"] - float(r.get("duration_ms") or 0) <= ended]
+    if len(judged) < len(run.invocations):
+        result.notes.append(f"{len(run.invocations) - len(judged)} invocation(s) started after the load stopped "
+                            "(teardown): not judged")
+    result.checked = len(judged)
+    failures: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for invocation in judged:
+        if invocation["outcome"] != "ok":
+            failures[(invocation["function"], invocation["outcome"], invocation.get("error", ""))].append(invocation)
+    for (function, outcome, error), invocations in sorted(failures.items(), key=lambda item: -len(item[1])):
+        explained = [(i, _caused_by(run, i)) for i in invocations]
+        for is_explained in (True, False):
+            chosen = [(i, faults) for i, faults in explained if bool(faults) == is_explained]
+            if not chosen:
+                continue
+            finding = Finding(f"no handler {outcome}s", f"{function}: {len(chosen)} {outcome}(s): {error}",
+                              [i for i, _ in chosen[:3]], [f for _, faults in chosen for f in faults])
+            (result.explained if is_explained else result.violations).append(finding)
     for failure in run.stream_failures:
         info = failure.get("DDBStreamBatchInfo", {})
         result.violations.append(Finding(
             "no stream batch given up on", f"{failure.get('requestContext', {}).get('functionArn')} gave up on "
             f"{info.get('batchSize')} record(s) ({failure.get('requestContext', {}).get('condition')})", [failure]))
-    counts = Counter(r["function"] for r in run.invocations)
+    counts = Counter(r["function"] for r in judged)
     result.notes.append("invocations: " + ", ".join(f"{name} {count}" for name, count in sorted(counts.items())))
     return result

@@ -1,11 +1,12 @@
 """Membership safety: no over-full session; members agree on the session and on slots; no member
-in two sessions; a private session holds only those who joined it."""
+in two sessions; a private session holds only those who joined it; a MESSAGE names a slot of its
+session (protocol: ``memberNum`` is the sender's slot, 0..N-1)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from .model import CheckResult, Finding, Run, excerpt
+from .model import CheckResult, Finding, Run, excerpt, slot
 
 
 def _who(record: dict) -> str:
@@ -18,6 +19,7 @@ def check(run: Run) -> CheckResult:
     by_session: dict[str, list[dict]] = defaultdict(list)
     for record in starts:
         by_session[record["msg"].get("sessionId")].append(record)
+    sizes_of: dict[str, int] = {}
     for session_id, records in by_session.items():
         result.checked += 1
         sizes = {len(r["msg"].get("memberPresence") or []) for r in records}
@@ -26,16 +28,16 @@ def check(run: Run) -> CheckResult:
             result.violations.append(Finding(
                 "members agree on the session", f"session {session_id}: members were told different shapes "
                 f"(sizes {sorted(sizes)}, types {sorted(map(str, types))})", excerpt(records)))
-        size = max(sizes)
-        slots: dict[int, set[str]] = defaultdict(set)
+        size = sizes_of[session_id] = max(sizes)
+        slots: dict[int | None, set[str]] = defaultdict(set)
         for record in records:
-            slots[record["msg"].get("memberNum", -1)].add(_who(record))
-        for num, members in sorted(slots.items()):
-            if not 0 <= num < size:
+            slots[slot(record["msg"].get("memberNum"))].add(_who(record))
+        for num, members in sorted(slots.items(), key=lambda item: (item[0] is None, item[0] or 0)):
+            if num is None or not 0 <= num < size:
                 result.violations.append(Finding("slots are 0..N-1", f"session {session_id}: slot {num} outside "
                                                  f"0..{size - 1}", excerpt(records)))
             if len(members) > 1:
-                held = [r for r in records if r["msg"].get("memberNum") == num]
+                held = [r for r in records if slot(r["msg"].get("memberNum")) == num]
                 result.violations.append(Finding(
                     "one member per slot",
                     f"session {session_id}: slot {num} held by {len(members)} members: {', '.join(sorted(members))}",
@@ -56,7 +58,26 @@ def check(run: Run) -> CheckResult:
                                              f"{len(sessions)} sessions", excerpt(shown)))
 
     _private_sessions(run, by_session, result)
+    _message_slots(run, sizes_of, result)
     return result
+
+
+def _message_slots(run: Run, sizes_of: dict[str, int], result: CheckResult) -> None:
+    """Every relayed MESSAGE names the sender's slot: a whole number in 0..N-1 of its session."""
+    wrong: dict[str, list[dict]] = defaultdict(list)
+    for record in run.received("MESSAGE"):
+        size = sizes_of.get(record.get("session"))
+        if size is None:
+            continue
+        result.checked += 1
+        num = slot(record["msg"].get("memberNum"))
+        if num is None or not 0 <= num < size:
+            wrong[record["session"]].append(record)
+    for session_id, records in wrong.items():
+        nums = sorted({repr(r["msg"].get("memberNum")) for r in records})
+        result.violations.append(Finding("a MESSAGE names a slot of its session",
+                                         f"session {session_id}: {len(records)} MESSAGE(s) with memberNum "
+                                         f"{', '.join(nums)}, outside 0..{sizes_of[session_id] - 1}", excerpt(records)))
 
 
 def _private_sessions(run: Run, by_session: dict[str, list[dict]], result: CheckResult) -> None:

@@ -2,22 +2,58 @@
 
 Checkers are pure functions ``check(run) -> CheckResult``; this module builds the indexes they
 share, once, so each checker reads like the invariant it states.
+
+Which fault can explain what (a fault explains only what it could have caused):
+- a wire fault is tied to one client socket: the proxy names a connection by its request target,
+  which carries ``client=<name>`` and ``conn=<socket counter>`` (falling back, for logs without
+  ``conn``, to the client's socket that was open when the fault took effect);
+- a message fault (drop, duplicate, corrupt, truncate, reorder, delay) names the payload ids and
+  JSON types of the message it hit (``target.pids``, ``target.types``): it explains only those;
+- a socket-ending fault (reset, close, timeout, blackhole, limit_data, mass_disconnect) explains
+  what that socket would have carried after it;
+- faults of the other seams (invocation, store, management, process) act inside the stack, where
+  no client socket is known: they explain what happened within ``GRACE_S`` of them, for the client
+  they name (``target.client``) or, when they name none, for anyone.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from ..history import Record, read_history
 
-_CLIENT_IN_TARGET = re.compile(r"[?&]client=([^&#]+)")
 # Seconds a delivery may take, and how long after a fault its effects may still show.
 GRACE_S = 5.0
+RULE_SETS = ("protocol", "reference")
+SOCKET_ENDING = frozenset({"reset", "close", "timeout", "blackhole", "limit_data", "mass_disconnect"})
+MESSAGE_LOSING = frozenset({"drop", "corrupt", "truncate"})
+STATUSES = ("pass", "fail", "not exercised", "error", "skipped")
+
+
+def number(value: Any) -> float | None:
+    """A protocol number as sent: relays send ``time`` or ``memberNum`` as numbers or as numeric
+    strings (the original Simple Relay's ``pinnedMessage.time`` is a string). None if neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def slot(value: Any) -> int | None:
+    """A ``memberNum`` as sent (a number or a numeric string) as an int; None if not a whole number."""
+    parsed = number(value)
+    return int(parsed) if parsed is not None and parsed == int(parsed) else None
 
 
 @dataclass
@@ -29,28 +65,42 @@ class Finding:
 
     def as_dict(self) -> dict[str, Any]:
         return {"invariant": self.invariant, "message": self.message, "excerpt": self.excerpt[:12],
-                "explained_by": self.explained_by[:5]}
+                "explained_by": self.explained_by[:5],
+                "explained_by_count": len(self.explained_by)}
 
 
 @dataclass
 class CheckResult:
+    """One checker's outcome. ``checked`` counts what it really looked at (operations, sessions, ...);
+    a check that looked at nothing is ``not exercised``, never a pass."""
+
     name: str
     title: str
     weight: int
     violations: list[Finding] = field(default_factory=list)
-    explained: list[Finding] = field(default_factory=list)  # losses an injected fault accounts for
+    explained: list[Finding] = field(default_factory=list)  # what an injected fault accounts for
     notes: list[str] = field(default_factory=list)
     skipped: str | None = None
-    checked: int = 0  # how many things were checked (operations, sessions, ...)
+    checked: int = 0
+    error: str | None = None  # the checker itself raised: "ExceptionType: message"
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "error"
+        if self.violations:
+            return "fail"
+        if self.skipped is not None:
+            return "skipped"
+        return "pass" if self.checked else "not exercised"
 
     @property
     def passed(self) -> bool:
-        return self.skipped is None and not self.violations
+        return self.status == "pass"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "title": self.title, "weight": self.weight,
-                "status": "skipped" if self.skipped else ("pass" if self.passed else "fail"),
-                "skipped": self.skipped, "checked": self.checked, "notes": self.notes,
+        return {"name": self.name, "title": self.title, "weight": self.weight, "status": self.status,
+                "skipped": self.skipped, "error": self.error, "checked": self.checked, "notes": self.notes,
                 "violations": [f.as_dict() for f in self.violations],
                 "explained": [f.as_dict() for f in self.explained[:50]], "explained_count": len(self.explained)}
 
@@ -59,6 +109,18 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return read_history(path)
+
+
+def _socket_of(fault: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(client, socket counter) named by a wire fault's connection key, or (None, None)."""
+    target = fault.get("target") or {}
+    key = str(target.get("conn", ""))
+    if not key:
+        return None, None
+    query = parse_qs(urlsplit(key.rpartition("#")[0] or key).query)
+    client = (query.get("client") or [None])[0]
+    conn = (query.get("conn") or [None])[0]
+    return client, int(conn) if conn and conn.isdigit() else None
 
 
 @dataclass
@@ -81,36 +143,37 @@ class Run:
                    info=json.loads(info_path.read_text()) if info_path.exists() else {})
 
     def __post_init__(self) -> None:
+        self.rules: str = self.info.get("rules") if self.info.get("rules") in RULE_SETS else "protocol"
         self.by_client: dict[str, list[Record]] = defaultdict(list)
         for record in self.history:
             self.by_client[record["client"]].append(record)
         for records in self.by_client.values():
             records.sort(key=lambda r: r["mono"])
         self.end_t = max((r["t"] for r in self.history), default=0)
-        self.faults_by_client: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._intervals = {client: self._open_intervals(client) for client in self.by_client}
+        # Wire faults by the client socket they hit; faults of the other seams and proxy-wide ones apart.
+        self.faults_by_socket: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+        self.stack_faults: list[dict[str, Any]] = []
         self.proxy_wide: list[dict[str, Any]] = []
         for fault in self.faults:
-            target = fault.get("target") or {}
-            found = _CLIENT_IN_TARGET.search(str(target.get("conn", "")))
-            if found:
-                self.faults_by_client[found.group(1)].append(fault)
-            else:
+            if fault.get("seam", "wire") != "wire":
+                self.stack_faults.append(fault)
+                continue
+            client, conn = _socket_of(fault)
+            if client is None:
                 self.proxy_wide.append(fault)
+                continue
+            if conn is None:
+                conn = self.socket_at(client, fault["t"])
+            if conn is not None:
+                self.faults_by_socket[(client, conn)].append(fault)
         self.last_fault_t = max((f["t"] + 1000 * _fault_span(f) for f in self.faults), default=0)
 
     # ---- questions checkers ask ------------------------------------------------------------
     def received(self, kind: str | None = None) -> list[Record]:
         return [r for r in self.history if r["op"] == "recv" and (kind is None or r["msg"].get("type") == kind)]
 
-    def faults_near(self, client: str, start_t: float, end_t: float) -> list[dict[str, Any]]:
-        """Faults on this client's connections, or on every connection, that could affect [start, end]."""
-        grace = GRACE_S * 1000
-        candidates = self.faults_by_client.get(client, []) + self.proxy_wide
-        return [f for f in candidates
-                if f["t"] <= end_t + grace and f["t"] + 1000 * _fault_span(f) >= start_t - grace]
-
-    def open_intervals(self, client: str) -> list[tuple[int, float, float]]:
-        """(conn, opened t, closed t) for each socket the client had open."""
+    def _open_intervals(self, client: str) -> list[tuple[int, float, float]]:
         intervals = []
         opened: dict[int, float] = {}
         for record in self.by_client.get(client, []):
@@ -121,16 +184,76 @@ class Run:
         intervals += [(conn, t, float("inf")) for conn, t in opened.items()]
         return intervals
 
+    def open_intervals(self, client: str) -> list[tuple[int, float, float]]:
+        """(conn, opened t, closed t) for each socket the client had open."""
+        return self._intervals.get(client, [])
+
+    def socket_at(self, client: str, t: float) -> int | None:
+        """The client's socket that was open at ``t`` (the latest opened, if several)."""
+        spans = [(opened, conn) for conn, opened, closed in self.open_intervals(client) if opened <= t <= closed]
+        return max(spans)[1] if spans else None
+
     def connected_throughout(self, client: str, start_t: float, end_t: float) -> bool:
         return any(opened <= start_t and closed >= end_t for _, opened, closed in self.open_intervals(client))
+
+    def socket_faults(self, client: str, conn: int | None) -> list[dict[str, Any]]:
+        return self.faults_by_socket.get((client, conn), []) if conn is not None else []
+
+    def stack_faults_near(self, start_t: float, end_t: float, *clients: str) -> list[dict[str, Any]]:
+        """Faults of the invocation, store, management and process seams that could affect [start, end]
+        for these clients (those that name no client affect everyone)."""
+        grace = GRACE_S * 1000
+        return [f for f in self.stack_faults if f["t"] <= end_t + grace and f["t"] + 1000 * _fault_span(f) >= start_t
+                - grace and (f.get("target") or {}).get("client") in (None, *clients)]
+
+    def proxy_wide_near(self, start_t: float, end_t: float, kinds: frozenset[str] | set[str]) -> list[dict]:
+        grace = GRACE_S * 1000
+        return [f for f in self.proxy_wide if f["fault"] in kinds and f["t"] <= end_t + grace
+                and f["t"] + 1000 * _fault_span(f) >= start_t - grace]
+
+    def loss_faults(self, pid: str, sender: str, send_conn: int | None, receiver: str, recv_conn: int | None,
+                    start_t: float, end_t: float) -> list[dict[str, Any]]:
+        """Injected faults that could have kept message ``pid`` from ``receiver``: a fault that hit that
+        message on either socket, a fault that ended either socket around it, or a stack-side fault."""
+        hits = [f for f in self.socket_faults(receiver, recv_conn)
+                 if _hit(f, "downstream", pid, "MESSAGE", end_t)]
+        hits += [f for f in self.socket_faults(sender, send_conn)
+                 if _hit(f, "upstream", pid, "SEND_MESSAGE", start_t + 1000)]
+        return hits + self.stack_faults_near(start_t, end_t, sender, receiver)
+
+    def message_faults(self, client: str, conn: int | None, kinds: set[str], *, pid: str | None = None,
+                       kind: str | None = None, direction: str = "downstream") -> list[dict[str, Any]]:
+        """Message faults of ``kinds`` on that socket that hit the message with ``pid`` or of JSON ``kind``."""
+        return [f for f in self.socket_faults(client, conn) if f["fault"] in kinds
+                and (f.get("target") or {}).get("direction") == direction
+                and _names(f.get("target") or {}, pid, kind)]
+
+
+def _hit(fault: dict[str, Any], direction: str, pid: str, kind: str, until: float) -> bool:
+    """A fault that lost that message in ``direction``, or ended its socket no later than ``until``."""
+    target = fault.get("target") or {}
+    if fault["fault"] in SOCKET_ENDING:
+        return fault["t"] <= until
+    return fault["fault"] in MESSAGE_LOSING and target.get("direction") == direction and _names(target, pid, kind)
+
+
+def _names(target: dict[str, Any], pid: str | None, kind: str | None) -> bool:
+    """Whether a message fault's target is the message with ``pid`` (or, without a pid, of JSON type
+    ``kind``). Fault logs written before targets described messages match by kind alone."""
+    if "pids" not in target and "types" not in target:
+        return True
+    if pid is not None:
+        return pid in (target.get("pids") or [])
+    return kind is not None and (kind in (target.get("types") or []) or kind in (target.get("actions") or []))
 
 
 def _fault_span(fault: dict[str, Any]) -> float:
     params = fault.get("params") or {}
-    return float(params.get("seconds", 0)) + float(params.get("ms", 0)) / 1000 + float(
+    return float(params.get("seconds", 0) or params.get("for", 0)) + float(params.get("ms", 0)) / 1000 + float(
         params.get("max_wait_ms", 0)) / 1000
 
 
 def excerpt(records: list[Record], limit: int = 12) -> list[Record]:
-    """The smallest useful slice of history: the records themselves, in time order, capped."""
-    return sorted(records, key=lambda r: (r["t"], r["mono"]))[:limit]
+    """The smallest useful slice of history: each record once, in time order, capped at ``limit``."""
+    unique = {(r.get("client"), r.get("mono"), r.get("op"), r.get("phase"), r.get("pid")): r for r in records}
+    return sorted(unique.values(), key=lambda r: (r["t"], r["mono"]))[:limit]

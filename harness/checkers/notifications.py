@@ -1,12 +1,20 @@
-"""Notifications: CONNECTION, SESSION_CONNECT, MEMBER_DISCONNECT / MEMBER_RECONNECT exactly once per
-change per member, and SESSION_CONNECT's memberPresence matches who is connected."""
+"""Notifications: CONNECTION and SESSION_CONNECT once per socket, MEMBER_DISCONNECT /
+MEMBER_RECONNECT once per change, and SESSION_CONNECT's memberPresence shows the receiver connected.
+
+Rule sets: two MEMBER_RECONNECT in a row for one member are harmless (a rejoin can overtake the old
+socket's ``$disconnect``), so only the reference relay's rules, which promise strict alternation,
+flag them. Two MEMBER_DISCONNECT in a row are flagged under every rule set: in between, the member
+came back and the others were never told. A receiver whose own socket changed between the two may
+simply have missed the notice in between: not judged."""
 
 from __future__ import annotations
 
 import itertools
 from collections import defaultdict
 
-from .model import CheckResult, Finding, Run, excerpt
+from .model import MESSAGE_LOSING, CheckResult, Finding, Run, excerpt, slot
+
+_OPPOSITE = {"MEMBER_DISCONNECT": "MEMBER_RECONNECT", "MEMBER_RECONNECT": "MEMBER_DISCONNECT"}
 
 
 def check(run: Run) -> CheckResult:
@@ -20,36 +28,37 @@ def check(run: Run) -> CheckResult:
         elif kind == "SESSION_CONNECT":
             groups[("SESSION_CONNECT", record["client"], record["conn"], record["msg"].get("sessionId"))].append(record)
     result.checked = len(groups)
-    for key, records in groups.items():
+    for (kind, client, conn, *_), records in groups.items():
         if len(records) > 1:
-            _report(run, result, "exactly once per change", f"{key[1]} got {key[0]} {len(records)} times on one "
-                    "socket", records)
+            faults = run.message_faults(client, conn, {"duplicate"}, kind=kind)
+            finding = Finding("exactly once per change", f"{client} got {kind} {len(records)} times on one socket",
+                              excerpt(records), faults)
+            (result.explained if faults else result.violations).append(finding)
 
     changes: dict[tuple, list[dict]] = defaultdict(list)
     for record in pushed:
-        if record["msg"].get("type") in ("MEMBER_DISCONNECT", "MEMBER_RECONNECT"):
-            changes[(record["client"], record.get("session"), record["msg"].get("memberNum"))].append(record)
+        if record["msg"].get("type") in _OPPOSITE:
+            changes[(record["client"], record.get("session"), slot(record["msg"].get("memberNum")))].append(record)
     for (client, _, member_num), records in changes.items():
         result.checked += 1
         for previous, current in itertools.pairwise(records):
-            if previous["msg"]["type"] == current["msg"]["type"]:
-                # A lost notice in between (a drop fault) also explains two alike in a row.
-                _report(run, result, "exactly once per change", f"{client} was told {current['msg']['type']} for "
-                        f"member {member_num} twice in a row", [previous, current], any_fault=True)
+            kind = current["msg"]["type"]
+            if previous["msg"]["type"] != kind or previous["conn"] != current["conn"]:
+                continue
+            if kind == "MEMBER_RECONNECT" and run.rules != "reference":
+                continue
+            faults = [f for f in run.message_faults(client, current["conn"], set(MESSAGE_LOSING), kind=_OPPOSITE[kind])
+                      if previous["t"] - 1000 <= f["t"] <= current["t"]]
+            message = (f"{client} was told {kind} for member {member_num} twice in a row on one socket, with no "
+                       f"{_OPPOSITE[kind]} in between")
+            finding = Finding("exactly once per change", message, excerpt([previous, current]), faults)
+            (result.explained if faults else result.violations).append(finding)
 
     for record in run.received("SESSION_CONNECT"):
         presence = record["msg"].get("memberPresence") or []
-        num = record["msg"].get("memberNum")
-        if not isinstance(num, int) or num >= len(presence) or not presence[num]:
+        num = slot(record["msg"].get("memberNum"))
+        if num is None or not 0 <= num < len(presence) or not presence[num]:
             result.violations.append(Finding("memberPresence matches who is connected",
                                              f"{record['client']} got SESSION_CONNECT saying its own slot {num} is "
                                              f"not connected ({presence})", excerpt([record])))
     return result
-
-
-def _report(run: Run, result: CheckResult, invariant: str, message: str, records: list[dict],
-            any_fault: bool = False) -> None:
-    faults = [f for f in run.faults_near(records[0]["client"], records[0]["t"], records[-1]["t"])
-              if any_fault or f["fault"] in ("duplicate", "mass_disconnect", "reset", "close")]
-    finding = Finding(invariant, message, excerpt(records), faults)
-    (result.explained if faults else result.violations).append(finding)

@@ -1,27 +1,32 @@
 """Pinned convergence: after faults end, every connected member's HEARTBEAT brings back the
-session's latest pinned message."""
+session's latest pinned message. ``time`` may be a number or a numeric string (the original Simple
+Relay sends ``pinnedMessage.time`` as a string)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from .model import GRACE_S, CheckResult, Finding, Run, excerpt
+from .model import GRACE_S, CheckResult, Finding, Run, excerpt, number
+
+
+def _time(message: dict) -> float:
+    return number(message.get("time")) or 0.0
 
 
 def check(run: Run) -> CheckResult:
     result = CheckResult("pinned", "Pinned message convergence", weight=1)
     latest: dict[str, dict] = {}
-    known: dict[tuple[str, str], int] = defaultdict(int)
+    known: dict[tuple[str, str], float] = defaultdict(float)
     for record in run.received():
         message = record["msg"]
         session = record.get("session")
         if message.get("type") == "MESSAGE" and message.get("pinned") and session:
-            if message.get("time", 0) > latest.get(session, {}).get("msg", {}).get("time", 0):
+            if _time(message) > _time(latest.get(session, {}).get("msg", {})):
                 latest[session] = record
-            known[(record["client"], session)] = max(known[(record["client"], session)], message.get("time", 0))
-        elif message.get("type") == "SESSION_CONNECT" and message.get("pinnedMessage"):
+            known[(record["client"], session)] = max(known[(record["client"], session)], _time(message))
+        elif message.get("type") == "SESSION_CONNECT" and isinstance(message.get("pinnedMessage"), dict):
             key = (record["client"], message.get("sessionId"))
-            known[key] = max(known[key], message["pinnedMessage"].get("time", 0))
+            known[key] = max(known[key], _time(message["pinnedMessage"]))
     grace = GRACE_S * 1000
     for session, pinned in latest.items():
         settled_from = max(pinned["t"], run.last_fault_t) + grace
@@ -32,11 +37,14 @@ def check(run: Run) -> CheckResult:
             if not answered:
                 continue
             result.checked += 1
-            if known[(client, session)] < pinned["msg"]["time"]:
+            if known[(client, session)] < _time(pinned["msg"]):
                 result.violations.append(Finding(
                     "pinned message converges", f"{client} heartbeated in session {session} after faults ended but "
-                    f"never got its latest pinned message (time {pinned['msg']['time']})",
+                    f"never got its latest pinned message (time {pinned['msg'].get('time')})",
                     excerpt([pinned, answered[-1]])))
     if not latest:
         result.notes.append("no pinned message was sent in this run")
+    elif not result.checked:
+        result.notes.append(f"{len(latest)} session(s) had pinned messages, but no member heartbeated in them "
+                            f"{GRACE_S:.0f} s after the last pin and the last fault")
     return result

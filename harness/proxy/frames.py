@@ -167,6 +167,28 @@ class Message:
         items = body if isinstance(body, list) else [body]
         return {str(item[name]) for item in items if isinstance(item, dict) and name in item}
 
+    def describe(self) -> dict[str, list[str]]:
+        """What a fault log says a message was: its JSON ``type``s and ``action``s, and the payload ids
+        (``pid``) of the messages it carries, so a checker can tell which deliveries a fault could have
+        hit. Empty lists for anything that is not a JSON text message."""
+        if self.opcode != OP_TEXT:
+            return {"types": [], "actions": [], "pids": []}
+        try:
+            body: Any = json.loads(self.data())
+        except ValueError:
+            return {"types": [], "actions": [], "pids": []}
+        items = [item for item in (body if isinstance(body, list) else [body]) if isinstance(item, dict)]
+        pids = []
+        for item in items:
+            try:
+                payload = json.loads(item.get("payload", ""))
+            except (TypeError, ValueError):
+                continue
+            if isinstance(payload, dict) and isinstance(payload.get("pid"), str):
+                pids.append(payload["pid"])
+        return {"types": sorted({str(i["type"]) for i in items if "type" in i}),
+                "actions": sorted({str(i["action"]) for i in items if "action" in i}), "pids": pids}
+
 
 class MessageAssembler:
     """Groups frames into messages, checking fragmentation rules; control frames pass alone."""

@@ -569,7 +569,7 @@ class ChaosProxy:
             connection.applied[spec.name] = connection.applied.get(spec.name, 0) + 1
             params = spec.params
             target = {"conn": connection.key, "direction": direction, "frame": index,
-                      "opcode": message.opcode}
+                      "opcode": message.opcode, **message.describe()}
             self.fault_log.record("wire", spec.type, target, dict(params), spec.name,
                                   [connection.key, direction, index])
             kind = spec.type

@@ -12,7 +12,8 @@ from .junit import render_junit
 from .markdown import render_summary
 from .results import build_results
 
-EXIT_PASS, EXIT_VIOLATIONS, EXIT_HARNESS_FAILED = 0, 1, 2
+EXIT_PASS, EXIT_VIOLATIONS, EXIT_HARNESS_FAILED, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+EXIT_STATUS = {"pass": EXIT_PASS, "fail": EXIT_VIOLATIONS, "inconclusive": EXIT_INCONCLUSIVE}
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -22,10 +23,18 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def build_report(run_dir: Path, partial: bool = False) -> tuple[int, dict]:
-    """Check the run and write results.json, summary.md, junit.xml and report.html into it."""
+    """Check the run and write results.json, summary.md, junit.xml and report.html into it; returns the exit
+    status (0 pass, 1 fail, 3 inconclusive) and the results."""
     results, _, _ = build_results(run_dir, partial)
     write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str))
     write_atomic(run_dir / "summary.md", render_summary(results))
     write_atomic(run_dir / "junit.xml", render_junit(results))
     write_atomic(run_dir / "report.html", render_html(results))
-    return (EXIT_VIOLATIONS if results["verdict"] == "fail" else EXIT_PASS), results
+    return EXIT_STATUS[results["verdict"]], results
+
+
+def verdict_line(results: dict) -> str:
+    """The one line a run ends with: verdict, why, score."""
+    score = "n/a" if results["score"] is None else f"{results['score']:.1f}%"
+    partial = " (partial)" if results["partial"] else ""
+    return f"{results['verdict'].upper()}{partial}: {results['verdict_reason']}; score {score}"

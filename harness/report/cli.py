@@ -1,5 +1,6 @@
-"""``relay-harness report RUN_DIR``: check a run folder and write its report. Exit status: 0 no
-violation, 1 violations, 2 the harness itself failed (e.g. no history in the folder)."""
+"""``relay-harness report RUN_DIR``: check a run folder and write its report. Exit status: 0 pass,
+1 violations, 2 the harness itself failed (e.g. no history in the folder), 3 inconclusive (the relay
+was not exercised enough for a pass to mean anything)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import UsageError
-from .build import EXIT_HARNESS_FAILED, build_report
+from .build import EXIT_HARNESS_FAILED, build_report, verdict_line
 
 
 def add_parser(sub: Any) -> None:
@@ -29,7 +30,5 @@ def run_report(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"relay-harness report: the report could not be built: {exc}", file=sys.stderr)
         return EXIT_HARNESS_FAILED
-    score = "n/a" if results["score"] is None else f"{results['score']:.1f}%"
-    print(f"{results['verdict'].upper()}: score {score}, {results['counts']['violations']} violation(s); "
-          f"{args.run_dir / 'report.html'}")
+    print(f"{verdict_line(results)}; {args.run_dir / 'report.html'}")
     return status

@@ -2,18 +2,24 @@
 
     {
       "schema": "relay-harness/results/v1",
-      "verdict": "pass" | "fail",          # fail: at least one violation
+      "verdict": "pass" | "fail" | "inconclusive",   # the rule: harness/checkers/__init__.py
+      "verdict_reason": str,                # one line: why (e.g. "0 of 36 connects succeeded")
       "partial": bool,                      # the run was interrupted: the report covers what it saw
-      "score": float | null,                # weighted pass rate of the checkers that ran, percent
+      "score": float | null,                # weighted pass rate of the checks that passed or failed, percent
       "seed": int, "profile": str | null, "replay": str,   # the command that replays the run
+      "rules": "protocol" | "reference",    # the rule set the checks applied
+      "exercised": {"records", "connects", "connects_ok", "sessions", "sends", "deliveries"},
       "counts": {"operations": n, "clients": n, "faults": n, "violations": n, "explained": n},
-      "checks": [{"name", "title", "weight", "status": "pass"|"fail"|"skipped", "skipped", "checked",
-                  "notes", "violations": [finding], "explained": [finding], "explained_count"}],
+      "checks": [{"name", "title", "weight", "status": "pass"|"fail"|"not exercised"|"error"|"skipped",
+                  "skipped", "error", "checked", "notes", "violations": [finding], "explained": [finding],
+                  "explained_count"}],
       "series": {"t": [...s], "deliveries_per_s": [...], "p50_ms": [...], "p95_ms": [...], "p99_ms": [...]},
       "faults": [{"start_s", "end_s", "fault", "rule"}],
+      "resources": run.json's "resources" (CPU of the load generator and the stack), or null,
       "stats": Locust's table (locust_stats.json), or null
     }
-    finding: {"invariant", "message", "excerpt": [history records], "explained_by": [fault log entries]}
+    finding: {"invariant", "message", "excerpt": [history records], "explained_by": [fault log entries],
+              "explained_by_count"}
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..checkers import reliability_score, run_checkers
+from ..checkers import exercise, reliability_score, run_checkers, verdict
 from ..checkers.model import CheckResult, Run
 from ..client import parse_payload
 
@@ -93,16 +99,19 @@ def build_results(run_dir: Path, partial: bool = False) -> tuple[dict[str, Any],
     run = Run.load(run_dir)
     checks = run_checkers(run)
     stats_path = run_dir / "locust_stats.json"
-    violations = sum(len(c.violations) for c in checks)
+    exercised = exercise(run)
+    outcome, reason = verdict(checks, exercised)
     results = {
         "schema": SCHEMA, "generated": time.time(), "run_dir": str(run_dir),
-        "verdict": "fail" if violations else "pass", "partial": partial or bool(run.info.get("partial")),
+        "verdict": outcome, "verdict_reason": reason, "partial": partial or bool(run.info.get("partial")),
         "score": reliability_score(checks), "seed": run.info.get("seed"), "profile": run.info.get("profile"),
-        "replay": replay_command(run.info),
+        "replay": replay_command(run.info), "rules": run.rules, "exercised": exercised,
         "counts": {"operations": len(run.history), "clients": len(run.by_client), "faults": len(run.faults),
-                   "violations": violations, "explained": sum(len(c.explained) for c in checks)},
+                   "violations": sum(len(c.violations) for c in checks),
+                   "explained": sum(len(c.explained) for c in checks)},
         "checks": [c.as_dict() for c in checks],
         "series": time_series(run), "faults": fault_spans(run),
+        "resources": run.info.get("resources"),
         "stats": json.loads(stats_path.read_text()) if stats_path.exists() else None,
     }
     return results, checks, run
