@@ -19,7 +19,7 @@ h1{margin-bottom:.2rem} .verdict{font-size:1.4rem;font-weight:700;padding:.3rem 
 .error{color:#8b0000;font-weight:600}
 .reason{font-weight:600} .warning{background:#fff4d1;border-left:4px solid #d99a00;padding:.4rem .8rem}
 table{border-collapse:collapse;width:100%;margin:1rem 0} th,td{border-bottom:1px solid #ddd;padding:.35rem;
-text-align:left;font-size:.9rem;vertical-align:top}
+text-align:left;font-size:.9rem;vertical-align:top} td:nth-child(2){white-space:nowrap}
 pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:.78rem}
 .chart{width:100%;height:auto;margin:.5rem 0} .chart-title{font-size:14px;font-weight:600}
 .axis{font-size:11px;fill:#555} .grid{stroke:#eee} .fault-band{fill:#d62728;opacity:.15}
@@ -120,7 +120,7 @@ def render_html(results: dict[str, Any]) -> str:
     reason_html = f" &nbsp; <span class='reason'>{escape(reason)}</span>" if reason else ""
     warning = cpu_warning(results)
     warning_html = f"<p class='warning'><strong>Warning.</strong> {escape(warning)}</p>" if warning else ""
-    partial = ("<p class='verdict fail'>Partial: the run was interrupted; this covers what it saw.</p>"
+    partial = ("<p class='warning'>Partial: the run was interrupted; this covers what it saw.</p>"
                if results.get("partial") else "")
     rules = f", rule set <code>{escape(str(results['rules']))}</code>" if results.get("rules") else ""
     return f"""<!DOCTYPE html>
@@ -130,8 +130,8 @@ def render_html(results: dict[str, Any]) -> str:
 <h1>Relay reliability report</h1>
 <p><span class="verdict {escape(verdict.lower())}">{escape(verdict)}</span>{reason_html}</p>
 <p>Reliability score <strong>{score_text(results)}</strong></p>
-{warning_html}
 {partial}
+{warning_html}
 <p>Seed <code>{escape(str(results.get('seed')))}</code>, chaos profile
 <code>{escape(str(results.get('profile') or 'none'))}</code>{rules};
 {counts.get('operations', 0)} history records from {counts.get('clients', 0)} clients;
