@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import threading
 from pathlib import Path
 
 from .html import render_html
@@ -17,9 +17,18 @@ EXIT_STATUS = {"pass": EXIT_PASS, "fail": EXIT_VIOLATIONS, "inconclusive": EXIT_
 
 
 def write_atomic(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(out.name, path)
+    """Write ``path`` whole or not at all: into a temporary file next to it, then renamed over it.
+    The file gets the mode any newly created file gets (0666 less the umask, like the rest of the
+    run folder); on an error the temporary file is removed and ``path`` is left as it was."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        with open(descriptor, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def build_report(run_dir: Path, partial: bool = False) -> tuple[int, dict]:

@@ -1,26 +1,78 @@
-"""``summary.md``: short enough for a CI job summary."""
+"""``summary.md``: short enough for a CI job summary. Also the phrases every writer shares (verdict
+line, CPU warning, "showing N of M"), so the HTML, Markdown and JUnit reports say the same thing.
+
+The writers read results.json's shape (harness/report/results.py) with defaults, so a results.json
+written before ``verdict_reason``, ``resources`` or the ``not exercised`` / ``error`` statuses
+existed still renders.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+SUMMARY_VIOLATIONS = 10
+
+
+def verdict_line(results: dict[str, Any]) -> tuple[str, str]:
+    """(``PASS`` | ``FAIL`` | ``INCONCLUSIVE``, the one-line reason or "")."""
+    return str(results.get("verdict", "")).upper(), str(results.get("verdict_reason") or "")
+
+
+def showing(shown: int, total: int) -> str:
+    """" (showing 10 of 101)" when a list is cut, else ""."""
+    return f" (showing {shown} of {total})" if total > shown else ""
+
+
+def score_text(results: dict[str, Any]) -> str:
+    return "n/a" if results.get("score") is None else f"{results['score']:.1f}%"
+
+
+def cpu_warning(results: dict[str, Any]) -> str:
+    """One line when the load generator or the stack ran short of CPU (latencies are then partly the
+    harness's own), from results.json ``resources``; "" when neither was or nothing was measured."""
+    resources = results.get("resources") or {}
+    short = [str(part) for part in resources.get("short_of_cpu") or []]
+    if not short:
+        return ""
+    peaks = []
+    for part in short:
+        peak = (resources.get(part.replace(" ", "_")) or {}).get("peak_cpu_percent")
+        peaks.append(part if peak is None else f"{part} (peak {float(peak):.0f}% CPU)")
+    return (f"Short of CPU: the {' and the '.join(peaks)}. Latencies and throughput in this run are partly "
+            "the harness's own waiting, not only the relay's; rerun with fewer users or on a quieter machine.")
+
+
+def check_note(check: dict[str, Any]) -> str:
+    """What the status column alone does not say: the exception, why it was skipped, its notes."""
+    if check.get("status") == "error":
+        return f"the checker failed: {check.get('error') or 'no detail'}"
+    if check.get("status") == "not exercised":
+        return "checked nothing" + "".join(f"; {note}" for note in check.get("notes") or [])
+    return check.get("skipped") or "; ".join(check.get("notes") or [])
+
 
 def render_summary(results: dict[str, Any]) -> str:
-    verdict = "PASS" if results["verdict"] == "pass" else "FAIL"
-    partial = " (partial: the run was interrupted)" if results["partial"] else ""
-    score = "n/a" if results["score"] is None else f"{results['score']:.1f}%"
-    counts = results["counts"]
-    lines = [f"## Relay reliability: {verdict}{partial}", "",
-             f"Score **{score}** · seed `{results['seed']}` · profile `{results['profile'] or 'none'}` · "
-             f"{counts['operations']} history records, {counts['clients']} clients, {counts['faults']} faults "
-             f"injected, {counts['explained']} losses explained by them", "",
-             "| check | status | checked | violations |", "|---|---|---|---|"]
-    for check in results["checks"]:
-        status = check["status"] if check["status"] != "skipped" else "skipped"
-        lines.append(f"| {check['title']} | {status} | {check['checked']} | {len(check['violations'])} |")
-    shown = [(c["title"], v) for c in results["checks"] for v in c["violations"]][:10]
-    if shown:
-        lines += ["", "Violations:"]
+    verdict, reason = verdict_line(results)
+    partial = " (partial: the run was interrupted)" if results.get("partial") else ""
+    counts = results.get("counts") or {}
+    lines = [f"## Relay reliability: {verdict}{partial}", ""]
+    if reason:
+        lines += [f"**{verdict}:** {reason}", ""]
+    if warning := cpu_warning(results):
+        lines += [f"> **Warning.** {warning}", ""]
+    lines += [f"Score **{score_text(results)}** · seed `{results.get('seed')}` · profile "
+              f"`{results.get('profile') or 'none'}` · {counts.get('operations', 0)} history records, "
+              f"{counts.get('clients', 0)} clients, {counts.get('faults', 0)} faults injected, "
+              f"{counts.get('explained', 0)} losses explained by them", "",
+              "| check | status | checked | violations | notes |", "|---|---|---|---|---|"]
+    for check in results.get("checks", []):
+        note = check_note(check).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {check['title']} | {check['status']} | {check.get('checked', 0)} | "
+                     f"{len(check.get('violations') or [])} | {note} |")
+    found = [(c["title"], v) for c in results.get("checks", []) for v in c.get("violations") or []]
+    if found:
+        shown = found[:SUMMARY_VIOLATIONS]
+        lines += ["", f"Violations{showing(len(shown), len(found))}:"]
         lines += [f"- **{title}**: {finding['message']}" for title, finding in shown]
-    lines += ["", f"Replay: `{results['replay']}`", ""]
+    lines += ["", f"Replay: `{results.get('replay', '')}`", ""]
     return "\n".join(lines)

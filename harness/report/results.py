@@ -43,9 +43,23 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def time_series(run: Run) -> dict[str, list[float]]:
-    """Per second of the run: deliveries and fan-out latency percentiles (send -> receipt)."""
+def _axis(run: Run) -> tuple[float, float]:
+    """The charts' time axis in wall-clock ms: from the first history record to the last one, or to the
+    moment the load stopped (run.json ``ended_t``) when that is earlier (what follows is teardown)."""
     start = min((r["t"] for r in run.history), default=0)
+    end = run.end_t
+    ended = run.info.get("ended_t")
+    if isinstance(ended, (int, float)) and start < ended < end:
+        end = ended
+    return start, end
+
+
+def time_series(run: Run) -> dict[str, list[float]]:
+    """Per whole second of the run (``t``: the second's start, s from the first history record):
+    deliveries and fan-out latency percentiles (send -> receipt, ms). Only whole seconds are kept:
+    the first starts at the first record, and a trailing part-second is left out, as its count would
+    plot as a collapse of the throughput. A run shorter than a second has an empty series."""
+    start, end = _axis(run)
     latencies: dict[int, list[float]] = defaultdict(list)
     for record in run.received("MESSAGE"):
         if record.get("via") == "HEARTBEAT":
@@ -53,7 +67,7 @@ def time_series(run: Run) -> dict[str, list[float]]:
         payload = parse_payload(record["msg"].get("payload"))
         if payload is not None:
             latencies[int((record["t"] - start) // 1000)].append(max(0.0, record["t"] - payload["ts"]))
-    seconds = range(int((run.end_t - start) // 1000) + 1) if run.history else range(0)
+    seconds = range(int((end - start) // 1000)) if run.history else range(0)
     series: dict[str, list[float]] = {"t": [], "deliveries_per_s": [], "p50_ms": [], "p95_ms": [], "p99_ms": []}
     for second in seconds:
         values = latencies.get(second, [])
@@ -65,32 +79,45 @@ def time_series(run: Run) -> dict[str, list[float]]:
 
 
 def fault_spans(run: Run) -> list[dict[str, Any]]:
-    """Faults on the run's time axis; consecutive entries of one rule merge into one span."""
-    start = min((r["t"] for r in run.history), default=0)
+    """Faults on the charts' time axis (s from the first history record): entries of one rule less
+    than a second apart merge into one span, from its first injected fault to the end of its last
+    one, so a rule whose window never closes ends where its faults stopped. Spans are cut at the end
+    of the history (or where the load stopped); faults injected after it (teardown) are left out."""
+    start, end = _axis(run)
+    end_s = (end - start) / 1000
     spans: list[dict[str, Any]] = []
     open_spans: dict[str, dict[str, Any]] = {}
     for fault in sorted(run.faults, key=lambda f: f["t"]):
         rule = (fault.get("rule") or {}).get("id", fault["fault"])
         params = fault.get("params") or {}
-        at = (fault["t"] - start) / 1000
-        length = float(params.get("seconds", 0)) + float(params.get("ms", 0)) / 1000
+        at = max((fault["t"] - start) / 1000, 0.0)
+        if at > end_s or not run.history:
+            continue
+        until = round(min(at + float(params.get("seconds", 0)) + float(params.get("ms", 0)) / 1000, end_s), 3)
         current = open_spans.get(rule)
         if current and at - current["end_s"] <= 1.0:
-            current["end_s"] = max(current["end_s"], at + length)
+            current["end_s"] = max(current["end_s"], until)
             current["count"] += 1
             continue
-        current = {"start_s": round(at, 3), "end_s": round(at + length, 3), "fault": fault["fault"], "rule": rule,
-                   "count": 1}
+        current = {"start_s": round(at, 3), "end_s": until, "fault": fault["fault"], "rule": rule, "count": 1}
         open_spans[rule] = current
         spans.append(current)
     return spans
 
 
 def replay_command(info: dict[str, Any]) -> str:
-    command = list(info.get("command") or ["locust", "-f", "scenarios/relay.py"])
+    """The command that replays the run: its own command line with its seed, as ``locust``, and
+    without ``--run-dir`` (a replay writing into this folder would overwrite the evidence)."""
+    command: list[str] = []
+    args = iter(info.get("command") or ["locust", "-f", "scenarios/relay.py"])
+    for arg in args:
+        if arg == "--run-dir":
+            next(args, None)
+        elif not arg.startswith("--run-dir="):
+            command.append(arg)
     if command and command[0].endswith(("locust", "__main__.py")):
         command[0] = "locust"
-    if "--seed" not in command and info.get("seed") is not None:
+    if not any(arg == "--seed" or arg.startswith("--seed=") for arg in command) and info.get("seed") is not None:
         command += ["--seed", str(info["seed"])]
     return shlex.join(command)
 
