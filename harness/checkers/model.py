@@ -65,7 +65,7 @@ class Finding:
 
     def as_dict(self) -> dict[str, Any]:
         return {"invariant": self.invariant, "message": self.message, "excerpt": self.excerpt[:12],
-                "explained_by": self.explained_by[:5],
+                "excerpt_count": len(self.excerpt), "explained_by": self.explained_by[:5],
                 "explained_by_count": len(self.explained_by)}
 
 
@@ -253,7 +253,8 @@ def _fault_span(fault: dict[str, Any]) -> float:
         params.get("max_wait_ms", 0)) / 1000
 
 
-def excerpt(records: list[Record], limit: int = 12) -> list[Record]:
-    """The smallest useful slice of history: each record once, in time order, capped at ``limit``."""
+def excerpt(records: list[Record], limit: int = 100) -> list[Record]:
+    """The smallest useful slice of history: each record once, in time order, capped at ``limit``
+    (reports show the first 12 and say how many there were)."""
     unique = {(r.get("client"), r.get("mono"), r.get("op"), r.get("phase"), r.get("pid")): r for r in records}
     return sorted(unique.values(), key=lambda r: (r["t"], r["mono"]))[:limit]
