@@ -167,7 +167,7 @@ class Run:
                 conn = self.socket_at(client, fault["t"])
             if conn is not None:
                 self.faults_by_socket[(client, conn)].append(fault)
-        self.last_fault_t = max((f["t"] + 1000 * _fault_span(f) for f in self.faults), default=0)
+        self.last_fault_t = max((f["t"] + 1000 * fault_span(f) for f in self.faults), default=0)
 
     # ---- questions checkers ask ------------------------------------------------------------
     def received(self, kind: str | None = None) -> list[Record]:
@@ -203,13 +203,13 @@ class Run:
         """Faults of the invocation, store, management and process seams that could affect [start, end]
         for these clients (those that name no client affect everyone)."""
         grace = GRACE_S * 1000
-        return [f for f in self.stack_faults if f["t"] <= end_t + grace and f["t"] + 1000 * _fault_span(f) >= start_t
+        return [f for f in self.stack_faults if f["t"] <= end_t + grace and f["t"] + 1000 * fault_span(f) >= start_t
                 - grace and (f.get("target") or {}).get("client") in (None, *clients)]
 
     def proxy_wide_near(self, start_t: float, end_t: float, kinds: frozenset[str] | set[str]) -> list[dict]:
         grace = GRACE_S * 1000
         return [f for f in self.proxy_wide if f["fault"] in kinds and f["t"] <= end_t + grace
-                and f["t"] + 1000 * _fault_span(f) >= start_t - grace]
+                and f["t"] + 1000 * fault_span(f) >= start_t - grace]
 
     def loss_faults(self, pid: str, sender: str, send_conn: int | None, receiver: str, recv_conn: int | None,
                     start_t: float, end_t: float) -> list[dict[str, Any]]:
@@ -247,7 +247,7 @@ def _names(target: dict[str, Any], pid: str | None, kind: str | None) -> bool:
     return kind is not None and (kind in (target.get("types") or []) or kind in (target.get("actions") or []))
 
 
-def _fault_span(fault: dict[str, Any]) -> float:
+def fault_span(fault: dict[str, Any]) -> float:
     params = fault.get("params") or {}
     return float(params.get("seconds", 0) or params.get("for", 0)) + float(params.get("ms", 0)) / 1000 + float(
         params.get("max_wait_ms", 0)) / 1000

@@ -1,12 +1,15 @@
-"""Pinned convergence: after faults end, every connected member's HEARTBEAT brings back the
-session's latest pinned message. ``time`` may be a number or a numeric string (the original Simple
-Relay sends ``pinnedMessage.time`` as a string)."""
+"""Pinned convergence: once faults that could keep it away have ended, every connected member's
+HEARTBEAT brings back the session's latest pinned message. "Faults that could keep it away" are
+those on that member's own sockets, proxy-wide ones and stack-side ones: under a fault that goes on
+all run (a lossy network), members whose last hit is early are still checked.
+
+``time`` may be a number or a numeric string (the original Simple Relay sends ``pinnedMessage.time`` as a string)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from .model import GRACE_S, CheckResult, Finding, Run, excerpt, number
+from .model import GRACE_S, CheckResult, Finding, Run, excerpt, fault_span, number
 
 
 def _time(message: dict) -> float:
@@ -29,9 +32,9 @@ def check(run: Run) -> CheckResult:
             known[key] = max(known[key], _time(message["pinnedMessage"]))
     grace = GRACE_S * 1000
     for session, pinned in latest.items():
-        settled_from = max(pinned["t"], run.last_fault_t) + grace
         members = {r["client"] for r in run.received("SESSION_CONNECT") if r["msg"].get("sessionId") == session}
         for client in members:
+            settled_from = max(pinned["t"], _last_fault_for(run, client)) + grace
             answered = [r for r in run.by_client.get(client, []) if r["op"] == "heartbeat" and r["phase"] == "ok"
                         and r["t"] >= settled_from and r.get("session") == session]
             if not answered:
@@ -48,3 +51,10 @@ def check(run: Run) -> CheckResult:
         result.notes.append(f"{len(latest)} session(s) had pinned messages, but no member heartbeated in them "
                             f"{GRACE_S:.0f} s after the last pin and the last fault")
     return result
+
+
+def _last_fault_for(run: Run, client: str) -> float:
+    """When the last fault that could touch this client's traffic stopped acting (ms)."""
+    faults = [f for (owner, _), hits in run.faults_by_socket.items() if owner == client for f in hits]
+    faults += run.proxy_wide + run.stack_faults
+    return max((f["t"] + 1000 * fault_span(f) for f in faults), default=0)
