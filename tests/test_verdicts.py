@@ -14,6 +14,7 @@ from harness import checkers
 from harness.checkers import client_errors, delivery, health, membership, notifications, pinned
 from harness.checkers.model import Run
 from harness.report.build import EXIT_INCONCLUSIVE, build_report
+from tests.planted import planted_relay
 from tests.test_checkers import fault, got, joined, pair, r, sent, start
 from tests.test_report import _run_folder
 
@@ -211,3 +212,19 @@ def test_results_carry_the_verdict_reason_and_statuses(tmp_path):
     statuses = {c["name"]: c["status"] for c in results["checks"]}
     assert statuses["pinned"] == "not exercised" and statuses["cleanup"] == "skipped"
     assert results["verdict_reason"].startswith("no violation in ")
+
+
+def test_a_relay_with_client_visible_bugs_fails_the_run(tmp_path):
+    """Planted (tests/fixtures/sloppy_relay): MESSAGE frames with memberNum -1, and a handler that crashes
+    after every fifth HEARTBEAT, which players see as API Gateway's internal-error frame."""
+    template = planted_relay(tmp_path / "relay", "sloppy_relay", {"WebSocketFunction": "sloppy_websocket.handler"})
+    run_dir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", "8",
+                             "-r", "8", "-t", "12s", "--heartbeat-interval", "1", "--run-dir", str(run_dir),
+                             "--template", str(template), "--seed", "4"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    checks = {c["name"]: c for c in json.loads((run_dir / "results.json").read_text())["checks"]}
+    assert {v["invariant"] for v in checks["membership"]["violations"]} == {"a MESSAGE names a slot of its session"}
+    [crash] = checks["client_errors"]["violations"]
+    assert "API Gateway error frame 'Internal server error'" in crash["message"]
+    assert "RuntimeError: crashed after answering a heartbeat" in checks["health"]["violations"][0]["message"]

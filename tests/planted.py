@@ -1,0 +1,30 @@
+"""Relays with a planted bug, for proving that a checker or a fault catches it: the reference relay's
+template with some functions swapped for a fixture's handlers, written where a test wants it (so no
+fixture carries a copy of the whole template)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from harness.stack.template import Template
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_TEMPLATE = ROOT / "reference_relay" / "template.yaml"
+
+
+def planted_relay(folder: Path, fixture: str, swaps: dict[str, str]) -> Path:
+    """Write ``folder/template.yaml``: the reference relay whose functions named in ``swaps``
+    (logical id -> ``module.handler``) run from ``tests/fixtures/<fixture>/`` instead. Short tags
+    (``!Ref``) are written in their long form (``Ref:``), which CloudFormation reads the same."""
+    body = Template.load(REFERENCE_TEMPLATE).body
+    body["Globals"]["Function"]["CodeUri"] = str(ROOT / "reference_relay" / "src")
+    for logical_id, handler in swaps.items():
+        properties = body["Resources"][logical_id]["Properties"]
+        properties["Handler"] = handler
+        properties["CodeUri"] = str(ROOT / "tests" / "fixtures" / fixture)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "template.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
