@@ -40,17 +40,20 @@ def check(run: Run, bound_s: float = BOUND_S) -> CheckResult:
     result = CheckResult("liveness", "Matchmaking liveness", weight=2)
     bound = bound_s * 1000
     for pool, waits in _waits(run).items():
+        # Sweep by start time: the earlier waiter that overlaps a wait the longest is the one that
+        # waits longest, so one pass finds, for every wait, whether some earlier one left both unmatched.
         waits.sort(key=lambda w: w[1])
         result.checked += len(waits)
-        for i, (client, start, end, record) in enumerate(waits):
-            for other, other_start, other_end, other_record in waits[i + 1:]:
-                if other_start >= end:
-                    break
-                together_from = max(start, other_start, run.last_fault_t)
-                together_to = min(end, other_end)
-                if together_to - together_from > bound:
+        longest: tuple[str, float, float, dict] | None = None
+        for client, start, end, record in waits:
+            if longest is not None:
+                other, _, other_end, other_record = longest
+                together = min(end, other_end) - max(start, run.last_fault_t)
+                if together > bound:
                     result.violations.append(Finding(
-                        "matched within a bound", f"{client} and {other} both waited for a {pool[0]!r} session of "
-                        f"{pool[1]} for {(together_to - together_from) / 1000:.0f} s (bound {bound_s:.0f} s, after "
-                        "the last fault) without being matched", excerpt([record, other_record])))
+                        "matched within a bound", f"{other} and {client} both waited for a {pool[0]!r} session of "
+                        f"{pool[1]} for {together / 1000:.0f} s (bound {bound_s:.0f} s, after the last fault) without "
+                        "being matched", excerpt([other_record, record])))
+            if longest is None or end > longest[2]:
+                longest = (client, start, end, record)
     return result

@@ -88,9 +88,13 @@ def _private_sessions(run: Run, by_session: dict[str, list[dict]], result: Check
     for record in run.history:
         if record["op"] == "connect" and record["phase"] == "invoke" and (record.get("msg") or {}).get("sessionId"):
             invited[record["msg"]["sessionId"]].add(record["client"])
+    members_of: dict[str, set[str]] = defaultdict(set)
+    for record in run.history:
+        if record.get("member"):
+            members_of[record["client"]].add(record["member"])
     for session_id, host_clients in hosts.items():
         allowed_clients = host_clients | invited[session_id]
-        allowed_members = {r.get("member") for r in run.history if r["client"] in allowed_clients and r.get("member")}
+        allowed_members = set().union(*(members_of[client] for client in allowed_clients))
         for record in by_session.get(session_id, []):
             if record["client"] in allowed_clients or record.get("member") in allowed_members:
                 continue

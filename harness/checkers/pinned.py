@@ -31,12 +31,18 @@ def check(run: Run) -> CheckResult:
             key = (record["client"], message.get("sessionId"))
             known[key] = max(known[key], _time(message["pinnedMessage"]))
     grace = GRACE_S * 1000
+    members: dict[str, set[str]] = defaultdict(set)
+    for record in run.received("SESSION_CONNECT"):
+        members[record["msg"].get("sessionId")].add(record["client"])
+    answers: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for record in run.history:
+        if record["op"] == "heartbeat" and record["phase"] == "ok" and record.get("session") in latest:
+            answers[(record["client"], record["session"])].append(record)
+    last_fault = _last_fault_by_client(run)
     for session, pinned in latest.items():
-        members = {r["client"] for r in run.received("SESSION_CONNECT") if r["msg"].get("sessionId") == session}
-        for client in members:
-            settled_from = max(pinned["t"], _last_fault_for(run, client)) + grace
-            answered = [r for r in run.by_client.get(client, []) if r["op"] == "heartbeat" and r["phase"] == "ok"
-                        and r["t"] >= settled_from and r.get("session") == session]
+        for client in members.get(session, ()):
+            settled_from = max(pinned["t"], last_fault.get(client, 0), last_fault.get(None, 0)) + grace
+            answered = [r for r in answers.get((client, session), []) if r["t"] >= settled_from]
             if not answered:
                 continue
             result.checked += 1
@@ -53,8 +59,13 @@ def check(run: Run) -> CheckResult:
     return result
 
 
-def _last_fault_for(run: Run, client: str) -> float:
-    """When the last fault that could touch this client's traffic stopped acting (ms)."""
-    faults = [f for (owner, _), hits in run.faults_by_socket.items() if owner == client for f in hits]
-    faults += run.proxy_wide + run.stack_faults
-    return max((f["t"] + 1000 * fault_span(f) for f in faults), default=0)
+def _last_fault_by_client(run: Run) -> dict[str | None, float]:
+    """When the last fault that could touch each client's traffic stopped acting (ms); key None: the
+    proxy-wide and stack-side faults, which touch everyone."""
+    ends: dict[str | None, float] = defaultdict(float)
+    for (client, _), faults in run.faults_by_socket.items():
+        for fault in faults:
+            ends[client] = max(ends[client], fault["t"] + 1000 * fault_span(fault))
+    for fault in run.proxy_wide + run.stack_faults:
+        ends[None] = max(ends[None], fault["t"] + 1000 * fault_span(fault))
+    return ends
