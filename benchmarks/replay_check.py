@@ -1,8 +1,8 @@
 """Does a seed replay? Two same-seed runs' fault decisions compared by key, and how often same-seed
 runs of a relay with a planted bug find a violation again.
 
-Run: python benchmarks/replay_check.py [--profile lossy] [--seed 7] [--users 10] [--duration 30]
-     [--fixture-runs 3] [--out DIR] [--lock FILE]
+Run: python benchmarks/replay_check.py [--profile lossy] [--seed 7] [--users 10] [--spawn-rate 2]
+     [--duration 30] [--fixture-runs 3] [--out DIR] [--lock FILE]
 A decision's key is its rule and the proxy's decision key (faults.jsonl ``rule.id`` and
 ``rule.seq``: connection key, direction, message index). Prints |A|, |B|, the Jaccard share
 |A&B|/|A or B| and |A&B|/|A|, the same share keyed by player name and socket number instead of the
@@ -53,6 +53,8 @@ def main() -> int:
     parser.add_argument("--profile", default="lossy")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--users", type=int, default=10)
+    parser.add_argument("--spawn-rate", type=float, default=2.0,
+                        help="users started per second: spaced arrivals make matchmaking pair the same players")
     parser.add_argument("--duration", type=int, default=30)
     parser.add_argument("--fixture-runs", type=int, default=3, help="same-seed runs of the planted-bug relay (0: none)")
     parser.add_argument("--out", type=Path, default=None)
@@ -64,7 +66,7 @@ def main() -> int:
     runs = []
     for number in (1, 2):
         outcome = run_once(out / f"{args.profile}-{number}", profile=args.profile, seed=args.seed, users=args.users,
-                           duration=args.duration, lock=args.lock)
+                           duration=args.duration, spawn_rate=args.spawn_rate, lock=args.lock)
         print(f"run {number}: {outcome.verdict} in {outcome.seconds:.0f} s ({outcome.run_dir})", flush=True)
         runs.append(Path(outcome.run_dir))
     figures = {"as_logged": share(decision_keys(runs[0]), decision_keys(runs[1])),

@@ -55,10 +55,12 @@ def _held(lock: Path | None) -> Iterator[None]:
 
 
 def run_once(run_dir: Path, *, profile: str | None, seed: int, users: int, duration: int,
-             extra: tuple[str, ...] = (), lock: Path | None = None) -> RunOutcome:
-    """One headless run of scenarios/relay.py into ``run_dir`` (``profile`` None: no faults)."""
+             spawn_rate: float | None = None, extra: tuple[str, ...] = (), lock: Path | None = None) -> RunOutcome:
+    """One headless run of scenarios/relay.py into ``run_dir`` (``profile`` None: no faults; users
+    spawned per second: ``spawn_rate``, default all at once)."""
     command = [sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", str(users),
-               "-r", str(users), "-t", f"{duration}s", "--seed", str(seed), "--run-dir", str(run_dir), *extra]
+               "-r", str(spawn_rate or users), "-t", f"{duration}s", "--seed", str(seed), "--run-dir", str(run_dir),
+               *extra]
     if profile:
         command += ["--chaos-profile", profile]
     with _held(lock):
