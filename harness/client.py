@@ -10,6 +10,8 @@ threads, and on greenlets under Locust (which patches threading and sockets).
 Identity in the history: each join starts a :class:`SessionAttempt` (member, session, sockets,
 rejoins). Every socket's reader keeps the attempt it was opened for, so what an old socket
 receives is recorded with that attempt's member and session and never changes a newer attempt.
+Records carry ``attempt`` (its number, from 1), so ``(client, attempt)`` names one membership even
+before the member id is known.
 Connecting, rejoining and closing take one lock, so a new join waits for a rejoin in flight and
 then closes the socket that rejoin opened.
 """
@@ -117,8 +119,8 @@ class RelayClient:
 
     # ---- history ------------------------------------------------------------------------
     def _record(self, attempt: SessionAttempt, conn: int, op: str, phase: str, **fields: Any) -> None:
-        self.history.record(self.client_id, conn, op, phase, member=attempt.member_id, session=attempt.session_id,
-                            **fields)
+        self.history.record(self.client_id, conn, op, phase, attempt=attempt.number or None, member=attempt.member_id,
+                            session=attempt.session_id, **fields)
 
     # ---- connecting -----------------------------------------------------------------------
     def _ping(self, attempt: SessionAttempt, conn: int) -> bool:

@@ -209,5 +209,7 @@ def test_a_join_during_a_rejoin_in_flight_keeps_each_socket_s_own_identity(stack
             assert (record["member"], record["session"]) in (old, new), record
             assert record["session"] == record["msg"]["sessionId"]
     assert not any(r.get("member") == old[0] for r in records if r["conn"] > rejoin_conn)
+    assert {r["attempt"] for r in records if r["conn"] <= rejoin_conn} == {1}
+    assert {r["attempt"] for r in records if r["conn"] > rejoin_conn} == {2}
     for client in (a, b, c):
         client.close()
