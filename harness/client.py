@@ -6,6 +6,14 @@ after 5 unanswered beats or a dropped socket, a bounded number of times; asks wi
 ``waitingFor`` for what it has not received and with ``inclMessagesAfter`` for the pinned
 message; stops on CONNECTION_OVERWRITE, SESSION_END and INVALID_CONNECTION. Runs on plain
 threads, and on greenlets under Locust (which patches threading and sockets).
+
+Identity in the history: each join starts a :class:`SessionAttempt` (member, session, sockets,
+rejoins). Every socket's reader keeps the attempt it was opened for, so what an old socket
+receives is recorded with that attempt's member and session and never changes a newer attempt.
+Records carry ``attempt`` (its number, from 1), so ``(client, attempt)`` names one membership even
+before the member id is known.
+Connecting, rejoining and closing take one lock, so a new join waits for a rejoin in flight and
+then closes the socket that rejoin opened.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import urllib.error
 import urllib.request
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,6 +36,7 @@ import websocket
 from .history import History
 
 Metric = Callable[[str, float, str | None], None]  # (name, milliseconds, error or None)
+STOPS = ("SESSION_END", "CONNECTION_OVERWRITE", "INVALID_CONNECTION")
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,38 @@ def parse_payload(payload: Any) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) and "pid" in parsed else None
 
 
+@dataclass(eq=False)
+class SessionAttempt:
+    """One try at being in a session: a join, its rejoins, until it stops or a newer one starts.
+
+    ``number`` counts the client's attempts (0: none yet). ``ws``/``conn`` are its current socket
+    and that socket's number (the client's socket counter); ``ended`` is set when the client
+    closed it or started a newer attempt; ``rejoining`` counts rejoins in flight or to be retried
+    (while it is above 0 the player is not lost). ``counts`` and ``messages`` are what it received.
+    """
+
+    number: int
+    member_id: str | None = None
+    session_id: str | None = None
+    member_num: int | None = None
+    private_host: bool = False
+    started: bool = False
+    pinned_time: int = 0
+    stopped: str | None = None  # the STOPS notice that ended it
+    ended: bool = False
+    ws: websocket.WebSocket | None = None
+    conn: int = 0
+    rejoins: int = 0
+    rejoining: int = 0
+    unanswered: int = 0
+    joined_at: float | None = None
+    heartbeat_sent: list[float] = field(default_factory=list)
+    # The latest messages, for inspection; counts by type are what waits use (bounded memory).
+    messages: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=256))
+    counts: Counter[str] = field(default_factory=Counter)
+    closed: threading.Event = field(default_factory=lambda: threading.Event())
+
+
 class RelayClient:
     def __init__(self, url: str, history: History, client_id: str, *, ping_url: str | None = None,
                  timings: ClientTimings | None = None, metric: Metric | None = None) -> None:
@@ -62,55 +103,49 @@ class RelayClient:
         self.ping_url = ping_url
         self.timings = timings or ClientTimings()
         self.metric = metric or (lambda name, ms, error: None)
-        self.conn = 0
-        self.ws: websocket.WebSocket | None = None
-        self.member_id: str | None = None
-        self.session_id: str | None = None
-        self.member_num: int | None = None
-        self.private_host = False
-        self.started = False
-        self.pinned_time = 0
-        self.stopped: str | None = None  # why the client gave up: SESSION_END, CONNECTION_OVERWRITE, ...
-        self.unanswered = 0
-        self.rejoins = 0
-        # The latest messages, for inspection; counts by type are what waits use (bounded memory).
-        self.messages: deque[dict[str, Any]] = deque(maxlen=256)
-        self.counts: Counter[str] = Counter()
+        self.conn = 0  # sockets this client asked for; the latest one's number
+        self.attempt = SessionAttempt(0)
+        self._lifecycle = threading.RLock()  # connect, rejoin and close: one at a time
         self._changed = threading.Condition()
         self._send_lock = threading.Lock()
-        self._closing = False
-        self._closed = threading.Event()
-        self._heartbeat_sent: list[float] = []
         self._pids = itertools.count()
-        self._joined_at: float | None = None
-        self._threads: list[threading.Thread] = []
+
+    @property
+    def lost(self) -> bool:
+        """The current attempt is over for good: ended, stopped, or without a socket and with no
+        rejoin in flight or to be retried (a player then joins a new session)."""
+        attempt = self.attempt
+        return attempt.ended or attempt.stopped is not None or (attempt.ws is None and not attempt.rejoining)
 
     # ---- history ------------------------------------------------------------------------
-    def _record(self, op: str, phase: str, **fields: Any) -> None:
-        self.history.record(self.client_id, self.conn, op, phase, member=self.member_id, session=self.session_id,
-                            **fields)
+    def _record(self, attempt: SessionAttempt, conn: int, op: str, phase: str, **fields: Any) -> None:
+        self.history.record(self.client_id, conn, op, phase, attempt=attempt.number or None, member=attempt.member_id,
+                            session=attempt.session_id, **fields)
 
     # ---- connecting -----------------------------------------------------------------------
-    def _ping(self) -> bool:
+    def _ping(self, attempt: SessionAttempt, conn: int) -> bool:
         if not self.ping_url:
             return True
-        self._record("ping", "invoke")
+        self._record(attempt, conn, "ping", "invoke")
         try:
             with urllib.request.urlopen(self.ping_url, timeout=self.timings.connect_timeout) as response:
                 ok = response.status == 200
         except (urllib.error.URLError, OSError) as exc:
-            self._record("ping", "fail", error=str(exc)[:200])
+            self._record(attempt, conn, "ping", "fail", error=str(exc)[:200])
             return False
-        self._record("ping", "ok" if ok else "fail")
+        self._record(attempt, conn, "ping", "ok" if ok else "fail")
         return ok
 
-    def _open(self, op: str, query: dict[str, str]) -> bool:
-        if not self._ping():
-            return False
+    def _open(self, attempt: SessionAttempt, op: str, query: dict[str, str]) -> bool:
+        """Open the attempt's next socket (the caller holds the lifecycle lock)."""
         self.conn += 1
-        target = f"{self.url}?{urlencode({**query, 'client': self.client_id})}"
-        self._record(op, "invoke", msg=query)
+        conn = self.conn
+        if not self._ping(attempt, conn):
+            return False
+        target = f"{self.url}?{urlencode({**query, 'client': self.client_id, 'conn': conn})}"
+        self._record(attempt, conn, op, "invoke", msg=query)
         started = time.monotonic()
+        metric = "connect" if op == "connect" else "reconnect"
         try:
             # UTF-8 is still validated, by the C decoder when the frame becomes text; websocket-client's
             # own validator is pure Python and was the largest cost per received message.
@@ -118,18 +153,20 @@ class RelayClient:
                                              skip_utf8_validation=True)
         except (websocket.WebSocketException, OSError) as exc:
             error = f"{getattr(exc, 'status_code', '')} {exc}".strip()[:300]
-            self._record(op, "fail", error=error)
-            self.metric("connect" if op == "connect" else "reconnect", (time.monotonic() - started) * 1000, error)
+            self._record(attempt, conn, op, "fail", error=error)
+            self.metric(metric, (time.monotonic() - started) * 1000, error)
             return False
         ws.settimeout(None)
-        self.ws = ws
-        self._record(op, "ok")
-        self.metric("connect" if op == "connect" else "reconnect", (time.monotonic() - started) * 1000, None)
-        self._spawn(self._read, ws)
+        attempt.ws, attempt.conn = ws, conn
+        self._record(attempt, conn, op, "ok")
+        self.metric(metric, (time.monotonic() - started) * 1000, None)
+        self._spawn(self._read, ws, conn, attempt)
         return True
 
     def connect(self, session_type: str, target_num_members: int | None = None, *, private: bool = False,
                 session_id: str | None = None) -> bool:
+        """Join a session in a new attempt; the previous attempt is closed first (after any rejoin
+        in flight). True once the socket is open."""
         query: dict[str, str] = {"sessionType": session_type}
         if session_id is not None:
             query["sessionId"] = session_id
@@ -137,46 +174,77 @@ class RelayClient:
             query["targetNumMembers"] = str(target_num_members)
             if private:
                 query["private"] = "true"
-                self.private_host = True
-        self._joined_at = time.monotonic()
-        if not self._open("connect", query):
-            return False
-        self._spawn(self._heartbeat_loop)
-        return True
+        with self._lifecycle:
+            self._end(self.attempt)
+            attempt = self.attempt = SessionAttempt(self.attempt.number + 1, joined_at=time.monotonic(),
+                                                    private_host=private and session_id is None)
+            if not self._open(attempt, "connect", query):
+                return False
+            self._spawn(self._heartbeat_loop, attempt)
+            return True
 
     def rejoin(self) -> bool:
-        """Put a new socket in place of this member's old one (bounded by ``max_rejoins``)."""
-        if self.member_id is None or self.rejoins >= self.timings.max_rejoins or self.stopped:
-            return False
-        self.rejoins += 1
-        self._drop_socket()
-        query = {"memberId": self.member_id}
-        if self.session_id:
-            query["sessionId"] = self.session_id
-        self.unanswered = 0
-        self._heartbeat_sent.clear()
-        return self._open("rejoin", query)
+        """Put a new socket in place of this member's current one (bounded by ``max_rejoins``)."""
+        attempt = self.attempt
+        return self._rejoin(attempt, attempt.ws)
+
+    def _can_rejoin(self, attempt: SessionAttempt) -> bool:
+        return (not attempt.ended and attempt.stopped is None and attempt.member_id is not None
+                and attempt.rejoins < self.timings.max_rejoins)
+
+    def _rejoin(self, attempt: SessionAttempt, dead: websocket.WebSocket | None) -> bool:
+        """Replace ``dead`` (the socket given up on, or None); True if the attempt has a socket again."""
+        with self._lifecycle:
+            if attempt.ws is not None and attempt.ws is not dead:
+                return True  # another rejoin already put a new socket in place
+            if not self._can_rejoin(attempt):
+                return False
+            attempt.rejoins += 1
+            attempt.rejoining += 1
+            try:
+                self._drop_socket(attempt)
+                query = {"memberId": attempt.member_id}
+                if attempt.session_id:
+                    query["sessionId"] = attempt.session_id
+                attempt.unanswered = 0
+                attempt.heartbeat_sent.clear()
+                return self._open(attempt, "rejoin", query)
+            finally:
+                attempt.rejoining -= 1
+
+    def _rejoin_until_back(self, attempt: SessionAttempt, dead: websocket.WebSocket | None) -> bool:
+        """Rejoin with a client's backoff until a socket is back or rejoins are spent; a client that
+        cannot get back ends the attempt. True if it is back. The caller has counted this loop in
+        ``attempt.rejoining`` (so the player is never seen lost between the drop and the loop)."""
+        try:
+            while self._can_rejoin(attempt):
+                if self._rejoin(attempt, dead):
+                    return True
+                if attempt.closed.wait(min(2.0, 0.2 * attempt.rejoins)):
+                    break
+        finally:
+            with self._lifecycle:
+                attempt.rejoining -= 1
+        self._end(attempt)
+        return False
 
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        threading.Thread(target=target, args=args, daemon=True).start()
 
     # ---- receiving ----------------------------------------------------------------------
-    def _read(self, ws: websocket.WebSocket) -> None:
-        conn = self.conn
+    def _read(self, ws: websocket.WebSocket, conn: int, attempt: SessionAttempt) -> None:
         while True:
             try:
                 text = ws.recv()
             except (websocket.WebSocketException, OSError, ValueError):
                 text = None
             if not text:
-                self._socket_lost(ws, conn)
+                self._socket_lost(ws, conn, attempt)
                 return
             try:
                 frame = json.loads(text)
             except ValueError:
-                self._record("recv", "ok", msg={"type": "<not json>", "raw": str(text)[:200]})
+                self._record(attempt, conn, "recv", "ok", msg={"type": "<not json>", "raw": str(text)[:200]})
                 continue
             messages = frame if isinstance(frame, list) else [frame]
             # Messages in a HEARTBEAT answer are resends the client asked for, not notifications.
@@ -184,86 +252,94 @@ class RelayClient:
                 "type") == "HEARTBEAT" else None
             for message in messages:
                 if isinstance(message, dict):
-                    self._handle(message, via if message.get("type") != "HEARTBEAT" else None)
+                    self._handle(message, ws, conn, attempt, via if message.get("type") != "HEARTBEAT" else None)
 
-    def _handle(self, message: dict[str, Any], via: str | None = None) -> None:
+    def _handle(self, message: dict[str, Any], ws: websocket.WebSocket, conn: int, attempt: SessionAttempt,
+                via: str | None) -> None:
+        """One received message: it changes only its own attempt, and stops or answers count only on
+        that attempt's current socket."""
         kind = message.get("type")
         parsed = parse_payload(message.get("payload")) if kind == "MESSAGE" else None
+        current = attempt.ws is ws
+        answered = False
         with self._changed:
             if kind == "CONNECTION":
-                self.member_id = message.get("memberId", self.member_id)
+                attempt.member_id = message.get("memberId", attempt.member_id)
             elif kind == "PRIVATE_SESSION_PENDING":
-                self.session_id = message.get("sessionId", self.session_id)
+                attempt.session_id = message.get("sessionId", attempt.session_id)
             elif kind == "SESSION_CONNECT":
-                self.session_id = message.get("sessionId", self.session_id)
-                self.member_num = message.get("memberNum")
-                if not self.started and self._joined_at is not None:
-                    self.metric("time to SESSION_CONNECT", (time.monotonic() - self._joined_at) * 1000, None)
-                self.started = True
+                attempt.session_id = message.get("sessionId", attempt.session_id)
+                attempt.member_num = message.get("memberNum")
+                if not attempt.started and attempt.joined_at is not None:
+                    self.metric("time to SESSION_CONNECT", (time.monotonic() - attempt.joined_at) * 1000, None)
+                attempt.started = True
                 pinned = message.get("pinnedMessage") or {}
-                self.pinned_time = max(self.pinned_time, int(pinned.get("time", 0)))
+                attempt.pinned_time = max(attempt.pinned_time, int(pinned.get("time", 0)))
             elif kind == "MESSAGE":
                 if message.get("pinned"):
-                    self.pinned_time = max(self.pinned_time, int(message.get("time", 0)))
+                    attempt.pinned_time = max(attempt.pinned_time, int(message.get("time", 0)))
                 if parsed is not None and message.get("time") is not None:
                     self.metric("message fan-out", max(0.0, time.time() * 1000 - parsed["ts"]), None)
-            elif kind == "HEARTBEAT":
-                self.unanswered = 0
-                if self._heartbeat_sent:
-                    sent = self._heartbeat_sent.pop(0)
+            elif kind == "HEARTBEAT" and current:
+                attempt.unanswered = 0
+                if attempt.heartbeat_sent:
+                    sent = attempt.heartbeat_sent.pop(0)
                     self.metric("heartbeat round trip", (time.monotonic() - sent) * 1000, None)
-                    self._record("heartbeat", "ok")
-            elif kind in ("SESSION_END", "CONNECTION_OVERWRITE", "INVALID_CONNECTION"):
-                self.stopped = kind
-            self.messages.append(message)
-            self.counts[kind] += 1
+                    answered = True
+            elif kind in STOPS and current:
+                attempt.stopped = kind
+            attempt.messages.append(message)
+            attempt.counts[kind] += 1
             self._changed.notify_all()
-        self._record("recv", "ok", msg=message, pid=parsed["pid"] if parsed else None, via=via)
-        if kind in ("SESSION_END", "CONNECTION_OVERWRITE", "INVALID_CONNECTION"):
-            self.close()
+        if answered:
+            self._record(attempt, conn, "heartbeat", "ok")
+        self._record(attempt, conn, "recv", "ok", msg=message, pid=parsed["pid"] if parsed else None, via=via)
+        if kind in STOPS and current:
+            self._end(attempt)
 
-    def _socket_lost(self, ws: websocket.WebSocket, conn: int) -> None:
+    def _socket_lost(self, ws: websocket.WebSocket, conn: int, attempt: SessionAttempt) -> None:
+        with self._lifecycle:
+            if attempt.ended or attempt.ws is not ws:
+                return  # closed or replaced by this client: not news
+            again = self._can_rejoin(attempt)
+            attempt.rejoining += again
+            attempt.ws = None
+            self._record(attempt, conn, "close", "info", error="socket closed by the other side")
+            _shutdown(ws)
         with self._changed:
             self._changed.notify_all()
-        if self._closing or ws is not self.ws or conn != self.conn:
-            return
-        self._record("close", "info", error="socket closed by the other side")
-        if not self.stopped and self.member_id is not None:
-            self._spawn(self._rejoin_after_drop)
-
-    def _rejoin_after_drop(self) -> None:
-        while not self.stopped and not self._closing and self.rejoins < self.timings.max_rejoins:
-            if self.rejoin():
-                return
-            time.sleep(min(2.0, 0.2 * self.rejoins))  # a client's backoff between attempts
+        if again:
+            self._spawn(self._rejoin_until_back, attempt, ws)
 
     def wait_for(self, kind: str, timeout: float, count: int = 1) -> bool:
-        """Until ``count`` messages of ``kind`` arrived, the client stopped, or ``timeout``."""
+        """Until the current attempt received ``count`` messages of ``kind``, it stopped or ended, or
+        ``timeout``."""
         deadline = time.monotonic() + timeout
+        attempt = self.attempt
         with self._changed:
-            while self.counts[kind] < count:
+            while attempt.counts[kind] < count:
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.stopped and kind != self.stopped):
+                if left <= 0 or attempt.ended or (attempt.stopped and kind != attempt.stopped):
                     return False
                 self._changed.wait(left)
         return True
 
     # ---- sending ------------------------------------------------------------------------
-    def _send(self, op: str, body: dict[str, Any], pid: str | None = None) -> bool:
-        self._record(op, "invoke", msg=body, pid=pid)
-        ws = self.ws
-        if ws is None or self.stopped:
-            self._record(op, "fail", pid=pid, error="no open socket")
+    def _send(self, attempt: SessionAttempt, op: str, body: dict[str, Any], pid: str | None = None) -> bool:
+        ws, conn = attempt.ws, attempt.conn
+        self._record(attempt, conn, op, "invoke", msg=body, pid=pid)
+        if ws is None or attempt.stopped or attempt.ended:
+            self._record(attempt, conn, op, "fail", pid=pid, error="no open socket")
             return False
         try:
             with self._send_lock:
                 ws.send(json.dumps(body))
         except (websocket.WebSocketException, OSError) as exc:
             # Written or not, nobody can tell: the outcome is unknown.
-            self._record(op, "info", pid=pid, error=str(exc)[:200])
+            self._record(attempt, conn, op, "info", pid=pid, error=str(exc)[:200])
             return False
         if op != "heartbeat":
-            self._record(op, "ok", pid=pid)
+            self._record(attempt, conn, op, "ok", pid=pid)
         return True
 
     def send_message(self, body: str = "", pinned: bool = False) -> str:
@@ -271,76 +347,74 @@ class RelayClient:
         action: dict[str, Any] = {"action": "SEND_MESSAGE", "payload": payload_for(pid, body)}
         if pinned:
             action["pinned"] = True
-        self._send("send", action, pid)
+        self._send(self.attempt, "send", action, pid)
         return pid
 
     def heartbeat(self) -> None:
+        """One HEARTBEAT now, with ``inclMessagesAfter`` and ``waitingFor`` what is missing."""
+        self._heartbeat(self.attempt)
+
+    def _heartbeat(self, attempt: SessionAttempt) -> None:
         waiting = []
-        if self.member_id is None:
+        if attempt.member_id is None:
             waiting.append("CONNECTION")
-        if self.private_host and self.session_id is None:
+        if attempt.private_host and attempt.session_id is None:
             waiting.append("PRIVATE_SESSION_PENDING")
-        if not self.started:
+        if not attempt.started:
             waiting.append("SESSION_CONNECT")
-        body: dict[str, Any] = {"action": "HEARTBEAT", "inclMessagesAfter": self.pinned_time}
+        body: dict[str, Any] = {"action": "HEARTBEAT", "inclMessagesAfter": attempt.pinned_time}
         if waiting:
             body["waitingFor"] = waiting
-        self.unanswered += 1
-        self._heartbeat_sent.append(time.monotonic())
-        self._send("heartbeat", body)
+        attempt.unanswered += 1
+        attempt.heartbeat_sent.append(time.monotonic())
+        self._send(attempt, "heartbeat", body)
 
     def end_session(self) -> None:
-        self._send("end", {"action": "END_SESSION"})
+        self._send(self.attempt, "end", {"action": "END_SESSION"})
 
-    def _heartbeat_loop(self) -> None:
+    def _heartbeat_loop(self, attempt: SessionAttempt) -> None:
         timings = self.timings
-        while not self._closing and not self.stopped:
-            fast = self.unanswered >= timings.unanswered_before_fast
-            if self._closed.wait(timings.fast_heartbeat_interval if fast else timings.heartbeat_interval):
+        while not attempt.ended and not attempt.stopped:
+            fast = attempt.unanswered >= timings.unanswered_before_fast
+            if attempt.closed.wait(timings.fast_heartbeat_interval if fast else timings.heartbeat_interval):
                 return
-            if self.stopped:
-                return
-            if self.unanswered >= timings.unanswered_before_rejoin:
-                if self._rejoin_after_silence():
-                    continue
-                return
-            self.heartbeat()
-
-    def _rejoin_after_silence(self) -> bool:
-        """Beats went unanswered: the socket is as good as gone. True if a new one is up."""
-        for sent in self._heartbeat_sent:
-            self._record("heartbeat", "info", error=f"unanswered for {time.monotonic() - sent:.1f} s")
-        return self.rejoin()
+            if attempt.stopped or attempt.rejoining:
+                continue
+            if attempt.unanswered >= timings.unanswered_before_rejoin:
+                for sent in attempt.heartbeat_sent:
+                    self._record(attempt, attempt.conn, "heartbeat", "info",
+                                 error=f"unanswered for {time.monotonic() - sent:.1f} s")
+                with self._lifecycle:
+                    attempt.rejoining += 1
+                if not self._rejoin_until_back(attempt, attempt.ws):
+                    return
+                continue
+            self._heartbeat(attempt)
 
     # ---- closing --------------------------------------------------------------------------
-    def _drop_socket(self) -> None:
-        ws, self.ws = self.ws, None
+    def _drop_socket(self, attempt: SessionAttempt) -> None:
+        ws, attempt.ws = attempt.ws, None
         if ws is not None:
-            self._record("close", "invoke")
-            # Not ws.close(): it waits for the peer's close frame inside a bare `except:`, which
-            # swallows a greenlet kill, so a Locust user stopped at that moment would never stop.
-            with contextlib.suppress(websocket.WebSocketException, OSError):
-                ws.send_close()
-            ws.shutdown()
-            self._record("close", "ok")
+            self._record(attempt, attempt.conn, "close", "invoke")
+            _shutdown(ws)
+            self._record(attempt, attempt.conn, "close", "ok")
 
-    def fresh_session(self) -> None:
-        """Forget the last session (ended, lost or never joined) before joining a new one; the client
-        id and the socket counter carry on, so the history stays one story per client."""
-        self.close()
-        with self._changed:
-            self.member_id = self.session_id = self.member_num = self.stopped = None
-            self.private_host = self.started = False
-            self.pinned_time = self.unanswered = self.rejoins = 0
-            self.messages.clear()
-            self.counts.clear()
-            self._heartbeat_sent = []
-            self._closing = False
-            self._closed = threading.Event()
-
-    def close(self) -> None:
-        self._closing = True
-        self._closed.set()
-        self._drop_socket()
+    def _end(self, attempt: SessionAttempt) -> None:
+        with self._lifecycle:
+            attempt.ended = True
+            attempt.closed.set()
+            self._drop_socket(attempt)
         with self._changed:
             self._changed.notify_all()
+
+    def close(self) -> None:
+        """End the current attempt and close its socket; ``connect`` starts a new one."""
+        self._end(self.attempt)
+
+
+def _shutdown(ws: websocket.WebSocket) -> None:
+    # Not ws.close(): it waits for the peer's close frame inside a bare `except:`, which swallows a
+    # greenlet kill, so a Locust user stopped at that moment would never stop.
+    with contextlib.suppress(websocket.WebSocketException, OSError):
+        ws.send_close()
+    ws.shutdown()

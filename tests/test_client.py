@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler
+
 import pytest
 
 from harness.client import ClientTimings, RelayClient, parse_payload
 from harness.history import History
+from harness.http_server import LoopbackHTTPServer
 from harness.proxy.faults import parse_fault
 from harness.proxy.server import ChaosProxy
 from harness.stack.local_stack import LocalStack, StackOptions
@@ -44,6 +48,38 @@ def _add(proxy, **spec):
     proxy.call(proxy.add_fault(parse_fault(spec, spec.get("name", "f"))))
 
 
+def _sockets_of(proxy, client):
+    """The query-string tags of the client's sockets open at the proxy, read on the proxy's loop."""
+    async def tags():
+        return [c.tags for c in proxy.connections.values() if c.tags.get("client") == client]
+    return proxy.call(tags())
+
+
+class GatedPing:
+    """A loopback ``/ping`` that answers 200 while its gate is open and holds callers while it is
+    shut; ``held`` is set once a caller waits (so a test knows a rejoin is in flight)."""
+
+    def __init__(self) -> None:
+        self.gate, self.held = threading.Event(), threading.Event()
+        self.gate.set()
+        gated = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if not gated.gate.is_set():
+                    gated.held.set()
+                    gated.gate.wait(30)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = LoopbackHTTPServer(Handler, "127.0.0.1", 0, "gated ping").start()
+        self.url = self.server.endpoint + "/ping"
+
+
 def test_a_session_with_messages_writes_a_complete_history(stack, proxy):
     history = History()
     a, b = _client(stack, proxy, history, "a"), _client(stack, proxy, history, "b")
@@ -51,7 +87,7 @@ def test_a_session_with_messages_writes_a_complete_history(stack, proxy):
     assert a.wait_for("SESSION_CONNECT", 10) and b.wait_for("SESSION_CONNECT", 10)
     pid = a.send_message("hello")
     assert a.wait_for("MESSAGE", 10) and b.wait_for("MESSAGE", 10)  # the relay sends to both at once
-    assert parse_payload(b.messages[-1]["payload"])["pid"] == pid
+    assert parse_payload(b.attempt.messages[-1]["payload"])["pid"] == pid
     a.close()
     b.close()
     records = history.drain()
@@ -61,7 +97,7 @@ def test_a_session_with_messages_writes_a_complete_history(stack, proxy):
             assert (client, *op) in ops
     receipts = [r for r in records if r["op"] == "recv" and r.get("pid") == pid]
     assert {r["client"] for r in receipts} == {"a", "b"}
-    assert all(r["session"] == a.session_id and r["member"] for r in receipts)
+    assert all(r["session"] == a.attempt.session_id and r["member"] for r in receipts)
     assert [r["phase"] for r in records if r["op"] == "send"] == ["invoke", "ok"]
 
 
@@ -83,8 +119,8 @@ def test_a_lost_pinned_message_comes_back_with_incl_messages_after(stack, proxy)
          match={"type": "MESSAGE", "tags": {"client": "pb"}}, count=1)
     a.send_message("board", pinned=True)
     assert b.wait_for("MESSAGE", 10)  # the next HEARTBEAT answer carries it
-    [recovered] = [m for m in b.messages if m["type"] == "MESSAGE"]
-    assert recovered.get("pinned") is True and b.pinned_time == recovered["time"]
+    [recovered] = [m for m in b.attempt.messages if m["type"] == "MESSAGE"]
+    assert recovered.get("pinned") is True and b.attempt.pinned_time == recovered["time"]
     a.close()
     b.close()
 
@@ -95,7 +131,7 @@ def test_five_unanswered_beats_make_the_client_rejoin(stack, proxy):
     # Only the first socket (its query names targetNumMembers) goes silent, not the rejoined one.
     _add(proxy, name="silence", type="blackhole", direction="downstream",
          match={"type": "HEARTBEAT", "tags": {"client": "rb", "targetNumMembers": "2"}})
-    wait_until(lambda: b.rejoins == 1 and b.conn == 2, timeout=15, what="a rejoin after silence")
+    wait_until(lambda: b.attempt.rejoins == 1 and b.conn == 2, timeout=15, what="a rejoin after silence")
     assert b.wait_for("SESSION_CONNECT", 10, count=2)  # the relay hands the session back on rejoin
     records = history.drain()
     assert any(r["op"] == "heartbeat" and r["phase"] == "info" and r["client"] == "rb" for r in records)
@@ -108,19 +144,19 @@ def test_a_dropped_socket_is_rejoined_and_overwrites_stop_the_old_client(stack, 
     history = History()
     a, b = _pair(stack, proxy, history, "d", "drops")
     assert proxy.call(proxy.disconnect_all()) == 2
-    wait_until(lambda: a.conn == 2 and b.conn == 2 and a.ws and b.ws, timeout=15, what="both to rejoin")
+    wait_until(lambda: a.conn == 2 and b.conn == 2 and a.attempt.ws and b.attempt.ws, timeout=15, what="both to rejoin")
     intruder = _client(stack, proxy, history, "intruder")
-    intruder.member_id, intruder.session_id = b.member_id, b.session_id
+    intruder.attempt.member_id, intruder.attempt.session_id = b.attempt.member_id, b.attempt.session_id
     assert intruder.rejoin()
     # Whichever reaches b first: the overwrite notice, or INVALID_CONNECTION for a heartbeat that
     # raced it. Either way the old client stops, and does not fight for the member.
-    wait_until(lambda: b.stopped, timeout=10, what="the overwritten client to stop")
-    assert b.stopped in ("CONNECTION_OVERWRITE", "INVALID_CONNECTION") and b.ws is None
-    assert b.rejoins == 1
+    wait_until(lambda: b.attempt.stopped, timeout=10, what="the overwritten client to stop")
+    assert b.attempt.stopped in ("CONNECTION_OVERWRITE", "INVALID_CONNECTION") and b.attempt.ws is None
+    assert b.attempt.rejoins == 1
     a.end_session()
     # SESSION_END, or INVALID_CONNECTION when a heartbeat overtakes it: both end the client's session.
-    wait_until(lambda: a.stopped and intruder.stopped, timeout=10, what="the session to end for both")
-    assert {a.stopped, intruder.stopped} <= {"SESSION_END", "INVALID_CONNECTION"}
+    wait_until(lambda: a.attempt.stopped and intruder.attempt.stopped, timeout=10, what="the session to end for both")
+    assert {a.attempt.stopped, intruder.attempt.stopped} <= {"SESSION_END", "INVALID_CONNECTION"}
     for client in (a, b, intruder):
         client.close()
 
@@ -131,3 +167,49 @@ def test_a_refused_join_is_a_failed_connect_in_the_history(stack, proxy):
     assert not client.connect("x", session_id="no-such-session")
     [failed] = [r for r in history.drain() if r["op"] == "connect" and r["phase"] == "fail"]
     assert "404" in failed["error"]
+
+
+def test_a_join_during_a_rejoin_in_flight_keeps_each_socket_s_own_identity(stack, proxy):
+    """The deploy-profile false alarm: a new join while a rejoin is still opening its socket. The join
+    waits for the rejoin, closes the socket it opened, and every record keeps its own attempt's
+    member and session (before the fix, the rejoin was recorded with no member or the new one)."""
+    history, ping = History(), GatedPing()
+    try:
+        a = _client(stack, proxy, history, "ka")
+        b = RelayClient(proxy.endpoint, history, "kb", ping_url=ping.url, timings=FAST)
+        assert a.connect("kept", 2) and b.connect("kept", 2)
+        assert a.wait_for("SESSION_CONNECT", 10) and b.wait_for("SESSION_CONNECT", 10)
+        old = (b.attempt.member_id, b.attempt.session_id)
+        assert _sockets_of(proxy, "kb") and _sockets_of(proxy, "kb")[0]["conn"] == "1"
+        ping.gate.clear()
+        rejoin = threading.Thread(target=b.rejoin, daemon=True)
+        rejoin.start()
+        assert ping.held.wait(10), "the rejoin never pinged"
+        assert b.attempt.ws is None and not b.lost  # a rejoin in flight is not a lost player
+        join = threading.Thread(target=b.connect, args=("kept-apart", 2), daemon=True)
+        join.start()
+        ping.gate.set()
+        rejoin.join(15)
+        join.join(15)
+        c = _client(stack, proxy, history, "kc")
+        assert c.connect("kept-apart", 2) and b.wait_for("SESSION_CONNECT", 10) and c.wait_for("SESSION_CONNECT", 10)
+        new = (b.attempt.member_id, b.attempt.session_id)
+        assert new[0] not in (None, old[0]) and new[1] not in (None, old[1])
+        # Only the new attempt's socket stays open, and its query string names it.
+        wait_until(lambda: [t["conn"] for t in _sockets_of(proxy, "kb")] == [str(b.conn)], timeout=10,
+                   what="the rejoin's socket to be closed")
+    finally:
+        ping.server.stop()
+    records = [r for r in history.drain() if r["client"] == "kb"]
+    [rejoin_conn] = {r["conn"] for r in records if r["op"] == "rejoin"}
+    assert all((r.get("member"), r.get("session")) == old for r in records if r["conn"] == rejoin_conn)
+    assert any(r["op"] == "rejoin" and r["phase"] == "ok" for r in records)
+    for record in records:
+        if record["op"] == "recv" and record["msg"]["type"] == "SESSION_CONNECT":
+            assert (record["member"], record["session"]) in (old, new), record
+            assert record["session"] == record["msg"]["sessionId"]
+    assert not any(r.get("member") == old[0] for r in records if r["conn"] > rejoin_conn)
+    assert {r["attempt"] for r in records if r["conn"] <= rejoin_conn} == {1}
+    assert {r["attempt"] for r in records if r["conn"] > rejoin_conn} == {2}
+    for client in (a, b, c):
+        client.close()

@@ -1,0 +1,161 @@
+"""False alarms over many seeds: each built-in chaos profile against the reference relay, one
+Locust run per seed, and how many runs failed (a fail on the reference relay is a false alarm).
+
+Run: python benchmarks/seed_sweep.py [--profiles deploy,lossy,flaky] [--seeds 20] [--duration 40]
+     [--users 20] [--out DIR] [--lock FILE]
+Prints one line per run as it ends, then per profile: seeds run, false alarms, and each failing
+run's first findings; writes the same to DIR/sweep.json. Exit 0 with no false alarm, 1 with any,
+2 on bad input. Each run is bounded (its duration + 180 s). Not a test: it takes minutes per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILES_DIR = ROOT / "scenarios" / "profiles"
+TEARDOWN_S = 180  # start-up, report and teardown allowance on top of the load time
+
+
+@dataclass
+class RunOutcome:
+    """One Locust run: its exit status, verdict (None when no results.json was written) and the
+    first finding of each failing check."""
+
+    profile: str
+    seed: int
+    run_dir: str
+    status: int
+    verdict: str | None
+    seconds: float
+    findings: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _held(lock: Path | None) -> Iterator[None]:
+    if lock is None:
+        yield
+        return
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_once(run_dir: Path, *, profile: str | None, seed: int, users: int, duration: int,
+             spawn_rate: float | None = None, extra: tuple[str, ...] = (), lock: Path | None = None) -> RunOutcome:
+    """One headless run of scenarios/relay.py into ``run_dir`` (``profile`` None: no faults; users
+    spawned per second: ``spawn_rate``, default all at once)."""
+    command = [sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", str(users),
+               "-r", str(spawn_rate or users), "-t", f"{duration}s", "--seed", str(seed), "--run-dir", str(run_dir),
+               *extra]
+    if profile:
+        command += ["--chaos-profile", profile]
+    with _held(lock):
+        started = time.monotonic()
+        try:
+            status = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                                    timeout=duration + TEARDOWN_S).returncode
+        except subprocess.TimeoutExpired:
+            status = -1
+        seconds = time.monotonic() - started
+    results_path = run_dir / "results.json"
+    if not results_path.exists():
+        return RunOutcome(profile or "none", seed, str(run_dir), status, None, seconds)
+    results = json.loads(results_path.read_text())
+    findings = [f"{check['name']}: {check['violations'][0]['message']}"
+                for check in results["checks"] if check.get("violations")]
+    return RunOutcome(profile or "none", seed, str(run_dir), status, results["verdict"], seconds, findings)
+
+
+def _seeds(text: str) -> list[int]:
+    """``20`` (seeds 1..20) or ``7,10,12`` (those seeds)."""
+    try:
+        if "," in text:
+            return [int(part) for part in text.split(",") if part.strip()]
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a count (20) or a comma-separated list (7,10,12)") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the count must be at least 1")
+    return list(range(1, count + 1))
+
+
+def _profiles(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if not (PROFILES_DIR / f"{name}.toml").exists()]
+    if unknown or not names:
+        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.toml")))
+        given = ", ".join(unknown) or "(none given)"
+        raise argparse.ArgumentTypeError(f"unknown profile(s) {given}; built-in: {known}")
+    return names
+
+
+def summarise(outcomes: list[RunOutcome]) -> dict[str, dict]:
+    """Per profile: seeds run, false alarms (verdict fail), harness failures (no verdict), and the
+    failing runs' seeds with their first findings."""
+    summary: dict[str, dict] = {}
+    for outcome in outcomes:
+        entry = summary.setdefault(outcome.profile, {"seeds": [], "false_alarms": [], "no_verdict": []})
+        entry["seeds"].append(outcome.seed)
+        if outcome.verdict == "fail":
+            entry["false_alarms"].append({"seed": outcome.seed, "run_dir": outcome.run_dir,
+                                          "findings": outcome.findings[:3]})
+        elif outcome.verdict is None:
+            entry["no_verdict"].append({"seed": outcome.seed, "status": outcome.status, "run_dir": outcome.run_dir})
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profiles", type=_profiles, default=sorted(p.stem for p in PROFILES_DIR.glob("*.toml")),
+                        help="comma-separated built-in profiles (default: all)")
+    parser.add_argument("--seeds", type=_seeds, default=list(range(1, 21)),
+                        help="a count N (seeds 1..N, default 20) or a list 7,10,12")
+    parser.add_argument("--duration", type=int, default=40, help="seconds of load per run (default 40)")
+    parser.add_argument("--users", type=int, default=20, help="players per run (default 20)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the run folders (default: a temp folder)")
+    parser.add_argument("--lock", type=Path, default=None, help="hold an flock on this file during each run "
+                                                                "(machines shared with other load)")
+    args = parser.parse_args()
+    if not 5 <= args.duration <= 600 or not 1 <= args.users <= 500:
+        parser.error(f"--duration {args.duration} must be 5-600 s and --users {args.users} 1-500")
+    out = args.out or Path(tempfile.mkdtemp(prefix="seed-sweep-"))
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out} is a file: pass a folder")
+    runs = [(profile, seed) for profile in args.profiles for seed in args.seeds]
+    print(f"seed sweep: {len(runs)} runs of {args.duration} s ({', '.join(args.profiles)}; seeds "
+          f"{args.seeds[0]}..{args.seeds[-1]}) into {out}", flush=True)
+    outcomes = []
+    for number, (profile, seed) in enumerate(runs, 1):
+        outcome = run_once(out / f"{profile}-seed{seed}", profile=profile, seed=seed, users=args.users,
+                           duration=args.duration, lock=args.lock)
+        outcomes.append(outcome)
+        first = f" - {outcome.findings[0]}" if outcome.findings else ""
+        verdict = outcome.verdict or f"no verdict (exit {outcome.status})"
+        print(f"[{number}/{len(runs)}] {profile} seed {seed}: {verdict} in {outcome.seconds:.0f} s{first}", flush=True)
+    summary = summarise(outcomes)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps({"summary": summary, "runs": [asdict(o) for o in outcomes]}, indent=2))
+    for profile, entry in summary.items():
+        print(f"{profile}: {len(entry['seeds'])} seeds, {len(entry['false_alarms'])} false alarm(s), "
+              f"{len(entry['no_verdict'])} without a verdict", flush=True)
+        for alarm in entry["false_alarms"]:
+            print(f"  seed {alarm['seed']}: {'; '.join(alarm['findings'])}", flush=True)
+    return 1 if any(entry["false_alarms"] for entry in summary.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
