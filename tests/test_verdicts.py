@@ -228,3 +228,13 @@ def test_a_relay_with_client_visible_bugs_fails_the_run(tmp_path):
     [crash] = checks["client_errors"]["violations"]
     assert "API Gateway error frame 'Internal server error'" in crash["message"]
     assert "RuntimeError: crashed after answering a heartbeat" in checks["health"]["violations"][0]["message"]
+
+
+def test_a_player_that_joined_a_new_session_is_not_owed_the_old_sessions_messages():
+    """Seed 2 of the deploy sweep: a Reconnector out of rejoins joined anew while its old session played on;
+    its new socket is open throughout, but it is no longer that session's member."""
+    history = pair() + [r("b", "close", "info", 600), r("b", "connect", "invoke", 700, conn=2, attempt=2,
+                                                          msg={"sessionType": "game", "targetNumMembers": "2"}),
+                        r("b", "connect", "ok", 705, conn=2, attempt=2)]
+    history += sent("a", "a-0", 1000) + [got("a", "a-0", 1050), r("a", "heartbeat", "ok", 9000)]
+    assert delivery.check(Run(history)).passed

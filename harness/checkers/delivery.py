@@ -92,14 +92,19 @@ def _order(run: Run, client: str, records: list[dict], invokes: dict[str, dict],
 
 
 def _members_over_time(run: Run) -> dict[str, list[tuple[str, float, float]]]:
-    """session -> (client, in the session from t, until t)."""
+    """session -> (client, in the session from t, until t). A client's membership ends when it leaves
+    (SESSION_END, CONNECTION_OVERWRITE, INVALID_CONNECTION), is put in another session, or starts a
+    new join (a new session attempt): its later sockets are not that session's."""
     spans: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
     for client, records in run.by_client.items():
         current: tuple[str, float] | None = None
         for record in records:
             message = record.get("msg") or {}
             kind = message.get("type") if record["op"] == "recv" else None
-            if kind == "SESSION_CONNECT":
+            if current and record["op"] == "connect" and record["phase"] == "invoke":
+                spans[current[0]].append((client, current[1], record["t"]))
+                current = None
+            elif kind == "SESSION_CONNECT":
                 if current and current[0] != message.get("sessionId"):
                     spans[current[0]].append((client, current[1], record["t"]))
                     current = None

@@ -10,7 +10,9 @@ from .model import CheckResult, Finding, Run, excerpt, slot
 
 
 def _who(record: dict) -> str:
-    return record.get("member") or f"client {record['client']}"
+    """The member a record speaks for; without a member id (its CONNECTION frame was lost), the
+    client's session attempt, which is one member."""
+    return record.get("member") or f"client {record['client']} attempt {record.get('attempt', '?')}"
 
 
 def check(run: Run) -> CheckResult:
