@@ -16,7 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..faults.decisions import decide, uniform
 from ..faults.log import FaultLog
@@ -212,7 +212,7 @@ class Lane:
 @dataclass
 class Connection:
     id: str
-    key: str  # deterministic: request target and its occurrence number
+    key: str  # deterministic: the client's socket name (or request target) and its occurrence number
     tags: dict[str, str]
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter
@@ -220,6 +220,7 @@ class Connection:
     lanes: dict[str, Lane] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: {"upstream": 0, "downstream": 0})
     applied: dict[str, int] = field(default_factory=dict)  # rule name -> times applied here
+    matched: dict[str, int] = field(default_factory=dict)  # direction/rule -> messages it matched here
     blackholed: set[str] = field(default_factory=set)
     limits: dict[str, int] = field(default_factory=dict)  # direction -> bytes left (limit_data)
     latency: dict[str, tuple[float, float]] = field(default_factory=dict)  # direction -> (ms, jitter ms)
@@ -436,12 +437,13 @@ class ChaosProxy:
         return reader, writer
 
     def _register(self, target: str, client: asyncio.StreamWriter, upstream: asyncio.StreamWriter) -> Connection:
-        occurrence = self._occurrences.get(target, 0)
-        self._occurrences[target] = occurrence + 1
         split = urlsplit(target)
         tags = dict(parse_qsl(split.query, keep_blank_values=True))
         tags["path"] = split.path
-        connection = Connection(f"c{next(self._ids)}", f"{target}#{occurrence}", tags, client, upstream)
+        name = _connection_name(split.path, tags) or target
+        occurrence = self._occurrences.get(name, 0)
+        self._occurrences[name] = occurrence + 1
+        connection = Connection(f"c{next(self._ids)}", f"{name}#{occurrence}", tags, client, upstream)
         connection.lanes = {"upstream": Lane(upstream), "downstream": Lane(client)}
         elapsed = time.monotonic() - self.started
         for spec in self.faults:
@@ -558,27 +560,30 @@ class ChaosProxy:
                 return False
         outputs = [raw]
         delay = 0.0
+        described: dict[str, list[str]] | None = None
         elapsed = time.monotonic() - self.started
         for spec in self.faults:
             if spec.type in CONNECTION_FAULTS or spec.type in PROXY_FAULTS or not spec.applies_to(direction):
                 continue
             if not self._matches(spec, connection, message, elapsed):
                 continue
-            if not decide(spec.probability, self.seed, connection.key, direction, index, spec.name):
+            described = described or message.describe()
+            subject = _subject(connection, direction, spec.name, described)
+            if not decide(spec.probability, self.seed, connection.key, direction, subject, spec.name):
                 continue
             connection.applied[spec.name] = connection.applied.get(spec.name, 0) + 1
             params = spec.params
             target = {"conn": connection.key, "direction": direction, "frame": index,
-                      "opcode": message.opcode, **message.describe()}
+                      "opcode": message.opcode, **described}
             self.fault_log.record("wire", spec.type, target, dict(params), spec.name,
-                                  [connection.key, direction, index])
+                                  [connection.key, direction, subject])
             kind = spec.type
             if kind == "drop":
                 return True
             if kind == "duplicate":
                 outputs = outputs * (1 + params["copies"])
             elif kind == "delay":
-                jitter = params["jitter_ms"] * uniform(self.seed, connection.key, direction, index, spec.name, "j")
+                jitter = params["jitter_ms"] * uniform(self.seed, connection.key, direction, subject, spec.name, "j")
                 delay += (params["ms"] + jitter) / 1000
             elif kind == "corrupt":
                 outputs = [_corrupt(message, direction, params["bytes"])] * len(outputs)
@@ -620,6 +625,27 @@ class ChaosProxy:
         if match.type is not None and match.type not in message.json_field("type"):
             return False
         return match.action is None or match.action in message.json_field("action")
+
+
+def _connection_name(path: str, tags: dict[str, str]) -> str | None:
+    """A client socket's stable name, when its request target says which client and which of its
+    sockets it is (``client=`` and ``conn=``, as the harness's players send): the relay's random ids
+    that rejoins and private joins put in the query string then do not change the name."""
+    if "client" not in tags or "conn" not in tags:
+        return None
+    return f"{path}?{urlencode({'client': tags['client'], 'conn': tags['conn']})}"
+
+
+def _subject(connection: Connection, direction: str, rule: str, described: dict[str, list[str]]) -> str:
+    """What a message decision is about, so that it does not depend on where the message fell among
+    the socket's frames: a message that carries a payload id is named by it; any other by its
+    ordinal among the messages this rule matched on this socket and direction."""
+    if described["pids"]:
+        return f"pid:{described['pids'][0]}"
+    key = f"{direction}/{rule}"
+    count = connection.matched.get(key, 0)
+    connection.matched[key] = count + 1
+    return f"n:{count}"
 
 
 def _messages(parser: FrameParser, assembler: MessageAssembler, data: bytes
