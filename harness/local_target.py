@@ -23,14 +23,15 @@ class TargetError(Exception):
     """The local stack or proxy did not come up; the message says why in one line."""
 
 
-def _wait_ready(process: subprocess.Popen, ready: Path, what: str, log: Path, timeout: float) -> dict[str, Any]:
+def _wait_ready(process: subprocess.Popen, ready: Path, command: str, log: Path, timeout: float) -> dict[str, Any]:
+    what = {"up": "the local stack", "proxy": "the chaos proxy"}.get(command, f"relay-harness {command}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready.exists():
             return json.loads(ready.read_text())
         if process.poll() is not None:
             last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
-            reason = last[0] if last else f"exit status {process.returncode}"
+            reason = last[0].removeprefix(f"relay-harness {command}: ") if last else f"exit status {process.returncode}"
             raise TargetError(f"{what} did not start: {reason}")
         time.sleep(0.1)  # polling a starting process, with a deadline
     raise TargetError(f"{what} did not become ready within {timeout:.0f} s (see {log})")
@@ -122,7 +123,7 @@ class LocalTarget:
             process = subprocess.Popen([sys.executable, "-m", "harness", *args, "--ready-file", str(ready)],
                                        stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(process)
-        return _wait_ready(process, ready, f"relay-harness {args[0]}", log, timeout)
+        return _wait_ready(process, ready, args[0], log, timeout)
 
     def start(self, timeout: float = 90.0) -> LocalTarget:
         self.run_dir.mkdir(parents=True, exist_ok=True)

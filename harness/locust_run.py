@@ -218,7 +218,10 @@ def _on_sigint(signum: int, frame: Any) -> None:
     written, say so and carry on."""
     if not RUN.tearing_down:
         RUN.interrupted = True
-        signal.default_int_handler(signum, frame)
+        # As gevent does for a KeyboardInterrupt, minus printing it as an error: Locust's main
+        # greenlet gets it and shuts down.
+        gevent.get_hub().handle_system_error(KeyboardInterrupt, KeyboardInterrupt())
+        return
     print("relay-harness: still writing the report of what was collected; it takes a few seconds", file=sys.stderr,
           flush=True)
 
