@@ -130,7 +130,7 @@ def _check_options(environment: Environment) -> str:
         try:
             check_template(Path(options.template))
         except UsageError as exc:
-            _fail(f"--template: {exc}")
+            _fail(str(exc))
     if not options.chaos_profile:
         return ""
     try:
