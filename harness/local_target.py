@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 CPU_SAMPLE_INTERVAL = 1.0  # seconds between two samples of the target's processes
 
@@ -173,6 +175,12 @@ class LocalTarget:
         stack_process = self.processes[0] if self.stack and self.processes else None  # started first
         if stack_process is not None and stack_process.poll() is not None:
             return {"unavailable": f"the local stack had exited (status {stack_process.returncode}) before the scan"}
+        endpoint = urlsplit(self.stack["dynamodb"])
+        try:  # a quick look first: botocore would retry a refused connection for half a minute
+            socket.create_connection((endpoint.hostname, endpoint.port or 80), timeout=5).close()
+        except OSError as exc:
+            return {"unavailable": f"nothing answers at {self.stack['dynamodb']} ({exc.strerror or exc}): the "
+                                   "local DynamoDB is gone"}
         try:
             return self._scan()
         except Exception as exc:  # botocore's connection and client errors: the store went away

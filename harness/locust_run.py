@@ -81,6 +81,7 @@ RUN = RunState()
 
 
 def add_arguments(parser: Any) -> None:
+    # In an argument group, so Locust leaves them out of its web UI: they are fixed when the run starts.
     group = parser.add_argument_group("relay-harness")
     group.add_argument("--chaos-profile", default="", help="chaos profile NAME (scenarios/profiles/) or FILE.toml")
     group.add_argument("--seed", type=int, default=-1, help="seed of every fault decision (default: a random one, "

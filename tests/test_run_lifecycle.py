@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.history import ShippingLedger, read_history
+from harness.local_target import CpuSampler, LocalTarget
 from tests.stack_support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,4 +149,34 @@ def test_bad_options_are_refused_before_anything_is_created(tmp_path):
     profile.write_text('[[fault]]\nname = "boom"\ntype = "explode"\n')
     line = _refused(["--chaos-profile", str(profile), "--run-dir", str(tmp_path / "run2")], tmp_path)
     assert line.startswith(f"relay-harness: chaos profile {profile}: fault 'boom': 'type' must be one of drop,")
+    assert _refused(["--cleanup-wait", "-1"], tmp_path) == \
+        "relay-harness: --cleanup-wait -1 must be 0 or more seconds"
     assert not (tmp_path / "run1").exists() and not (tmp_path / "run2").exists()
+
+
+def test_a_store_that_is_gone_is_reported_unavailable_not_raised(tmp_path):
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait(timeout=30)
+    target = LocalTarget(tmp_path, seed=1, profile=None)
+    target.stack = {"dynamodb": f"http://127.0.0.1:{_free_port()}", "tables": {"SessionsTable": "s"}}
+    target.processes = [exited]
+    assert target.scan_store() == {"unavailable": "the local stack had exited (status 0) before the scan"}
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        target.processes = [alive]  # the stack runs but nothing answers on its DynamoDB port
+        reason = target.scan_store()["unavailable"]
+    finally:
+        alive.kill()
+        alive.wait()
+    assert reason == f"nothing answers at {target.stack['dynamodb']} (Connection refused): the local DynamoDB is gone"
+
+
+def test_the_cpu_sampler_sees_a_busy_child_of_a_root_process():
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.run([sys.executable, '-c', "
+                               "'import time\\nend = time.monotonic() + 4\\nwhile time.monotonic() < end: pass'])"])
+    sampler = CpuSampler([parent.pid], interval=0.5).start()
+    try:
+        wait_until(lambda: (sampler.peak_percent or 0) > 50, timeout=10, what="the busy child's CPU")
+    finally:
+        sampler.stop()
+        parent.wait(timeout=30)
