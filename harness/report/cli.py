@@ -1,5 +1,5 @@
-"""``relay-harness report RUN_DIR``: check a run folder and write its report. Exit status: 0 no
-violation, 1 violations, 2 the harness itself failed (e.g. no history in the folder)."""
+"""``relay-harness report RUN_DIR``: check a run folder and write its report. Exit status: 0 pass,
+1 violations, 3 inconclusive, 2 the harness itself failed (e.g. no history in the folder)."""
 
 from __future__ import annotations
 
