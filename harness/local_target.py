@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,14 +62,16 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 class CpuSampler:
-    """The busiest process among some roots and their descendants, sampled about once a second.
+    """The busiest process among some roots and their descendants (but not those under ``skip``),
+    sampled about once a second.
 
     ``peak_percent`` is the highest share of one core (100.0 = one core busy for the whole
     interval) any single process used over one interval; None until two samples were taken.
     """
 
-    def __init__(self, roots: list[int], interval: float = CPU_SAMPLE_INTERVAL) -> None:
+    def __init__(self, roots: list[int], interval: float = CPU_SAMPLE_INTERVAL, skip: Iterable[int] = ()) -> None:
         self.roots = roots
+        self.skip = set(skip)
         self.interval = interval
         self.peak_percent: float | None = None
         self._stop = threading.Event()
@@ -82,8 +85,9 @@ class CpuSampler:
         pids, todo = [], list(self.roots)
         while todo:
             pid = todo.pop()
-            pids.append(pid)
-            todo.extend(_children(pid))
+            if pid not in self.skip:
+                pids.append(pid)
+                todo.extend(_children(pid))
         return pids
 
     def _sample(self) -> tuple[float, dict[int, float]]:

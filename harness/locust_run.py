@@ -21,6 +21,7 @@ collected and marked partial. Further Ctrl-Cs during that are ignored, with a li
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import sys
@@ -38,7 +39,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from .cli import UsageError
 from .faults.profile import ProfileError, load_profile
 from .history import History, HistoryFile, ShippingLedger
-from .local_target import LocalTarget, TargetError
+from .local_target import CpuSampler, LocalTarget, TargetError
 from .proxy.cli import fault_specs
 from .report.build import EXIT_HARNESS_FAILED, build_report, write_atomic
 from .stack.cli import check_template
@@ -68,7 +69,8 @@ class RunState:
         self.ended_t: int | None = None  # wall ms when the load last stopped
         self.interrupted = False  # Ctrl-C before the load stopped by itself
         self.tearing_down = False
-        self.load_cpu_peak: float | None = None  # the load generator's busiest process, % of one core
+        self.load_cpu: CpuSampler | None = None  # this machine's load generator processes
+        self.load_cpu_peak: float | None = None  # Locust's figures: the busiest process, % of one core
         self.ledger = ShippingLedger()  # master: what each worker sent and what arrived
         self.all_final = threading.Event()  # master: every worker it knew sent its last batch
         self.collected = False  # master: asked the workers for their last batches
@@ -199,6 +201,9 @@ def on_init(environment: Environment, **_: Any) -> None:
     write_atomic(RUN.run_dir / "run.json", json.dumps(RUN.info, indent=2))
     print(f"relay-harness: seed {options.seed}; target {environment.host}; run folder {RUN.run_dir}", flush=True)
     signal.signal(signal.SIGINT, _on_sigint)
+    # This process and its --processes workers, not the target's processes (also its children);
+    # Locust's own figures (every 10 s, remote workers included) are taken too.
+    RUN.load_cpu = CpuSampler([os.getpid()], skip=[p.pid for p in RUN.target.processes] if RUN.target else []).start()
     environment.events.usage_monitor.add_listener(_note_cpu)
     if isinstance(runner, MasterRunner):
         runner.register_message(HISTORY_MESSAGE, _receive_history)
@@ -323,9 +328,14 @@ def _partial(environment: Environment) -> bool:
 
 
 def _resources(environment: Environment) -> dict[str, Any]:
+    """Peak CPU of the load generator and of the stack (each: its busiest process, in % of one
+    core), Locust's CPU warning, and which of the two was short of CPU."""
     runner = environment.runner
+    if RUN.load_cpu is not None:
+        RUN.load_cpu.stop()
     warned = bool(runner.cpu_warning_emitted or getattr(runner, "worker_cpu_warning_emitted", False))
-    load = {"peak_cpu_percent": RUN.load_cpu_peak, "warned": warned}
+    peaks = [p for p in (RUN.load_cpu_peak, RUN.load_cpu.peak_percent if RUN.load_cpu else None) if p is not None]
+    load = {"peak_cpu_percent": max(peaks, default=None), "warned": warned}
     stack = {"peak_cpu_percent": RUN.target.peak_cpu_percent if RUN.target else None}
     short = []
     if warned or (load["peak_cpu_percent"] or 0) > SHORT_OF_CPU:

@@ -67,6 +67,7 @@ def test_ctrl_c_to_the_process_group_writes_a_partial_report_and_no_traceback(tm
     resources = info["resources"]
     assert set(resources) == {"load_generator", "stack", "short_of_cpu"}
     assert isinstance(resources["load_generator"]["warned"], bool)
+    assert 0 < resources["load_generator"]["peak_cpu_percent"] < 400
     assert 0 < resources["stack"]["peak_cpu_percent"] < 400
     assert set(resources["short_of_cpu"]) <= {"load generator", "stack"}
 
