@@ -42,7 +42,10 @@ class History:
 
 
 class HistoryFile:
-    """Appends records as JSON lines; the master of a distributed run writes every worker's here."""
+    """Appends records as JSON lines; the master of a distributed run writes every worker's here.
+
+    Records that arrive after ``close()`` are not written but counted in ``dropped``.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -50,9 +53,13 @@ class HistoryFile:
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
         self._lock = threading.Lock()
         self.count = 0
+        self.dropped = 0
 
     def write(self, records: Iterable[Record]) -> None:
         with self._lock:
+            if self._file.closed:
+                self.dropped += sum(1 for _ in records)
+                return
             for record in records:
                 self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
                 self.count += 1
@@ -76,3 +83,40 @@ def read_history(path: Path, on_error: Callable[[int, str], None] | None = None)
                 if on_error:
                     on_error(number, line)
     return records
+
+
+class ShippingLedger:
+    """The master's account of each worker's history: how many records the worker says it sent
+    (a running total in every batch), how many arrived, and whether its last batch came."""
+
+    def __init__(self) -> None:
+        self._sent: dict[int, int] = {}
+        self._arrived: dict[int, int] = {}
+        self._final: set[int] = set()
+
+    def expect(self, workers: Iterable[int]) -> None:
+        """Workers whose last batch must arrive (every worker the master knew)."""
+        for worker in workers:
+            self._sent.setdefault(worker, 0)
+            self._arrived.setdefault(worker, 0)
+
+    def arrived(self, worker: int, count: int, *, sent: int, final: bool) -> None:
+        self.expect([worker])
+        self._arrived[worker] += count
+        self._sent[worker] = max(self._sent[worker], sent)
+        if final:
+            self._final.add(worker)
+
+    def complete(self) -> bool:
+        return not self.missing()
+
+    def missing(self) -> list[str]:
+        """One line per worker whose history is not all here."""
+        lines = []
+        for worker in sorted(self._sent):
+            sent, arrived = self._sent[worker], self._arrived[worker]
+            if worker not in self._final:
+                lines.append(f"worker {worker}'s last batch never arrived ({arrived} of its records did)")
+            elif arrived < sent:
+                lines.append(f"worker {worker}: {sent - arrived} of its {sent} records never arrived")
+        return lines

@@ -1,18 +1,29 @@
 """Locust integration: the run folder, the embedded target, one merged history, the stats.
 
 Everything here hangs off Locust's events, so ``scenarios/relay.py`` stays a plain locustfile:
-- ``init`` (master or single process): make the run folder, bring up the local stack and the
-  chaos proxy unless ``--host`` names a target, print the seed;
+- ``init`` (master or single process): check every option (nothing is created for a bad one), make
+  the run folder, bring up the local stack and the chaos proxy unless ``--host`` names a target,
+  print the seed;
 - every process ships its clients' history: workers to the master (``send_message``), the master
-  or single process to ``history.jsonl``;
-- ``quitting``: write Locust's stats, scan the store, tear the target down, check the run and
-  write its report; the process exits 0 (no violation), 1 (violations) or 2 (harness failure).
+  or single process to ``history.jsonl``. Before the master quits, each worker stops its players
+  and sends its last batch with its total count; the master waits for them (with a deadline) and
+  acknowledges, so no tail is lost; what never arrived is recorded in run.json;
+- ``quitting``: stop the load (``ended_t``), write Locust's stats and the end of run.json, scan
+  the store, tear the target down (proxy, then stack), check the run and write its report. The
+  process exits with the report's status: 0 pass, 1 violations, 3 inconclusive; 2 only when the
+  harness itself failed.
+
+Ctrl-C (a terminal signals the whole process group): the stack and proxy run in their own process
+groups, so they outlive the signal and are torn down in order; the report is written from what was
+collected and marked partial. Further Ctrl-Cs during that are ignored, with a line saying so.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -20,16 +31,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from .cli import UsageError
 from .faults.profile import ProfileError, load_profile
-from .history import History, HistoryFile
-from .local_target import LocalTarget, TargetError
-from .report.build import EXIT_HARNESS_FAILED, build_report, verdict_line
+from .history import History, HistoryFile, ShippingLedger
+from .local_target import CpuSampler, LocalTarget, TargetError
+from .proxy.cli import fault_specs
+from .report.build import EXIT_HARNESS_FAILED, build_report, verdict_line, write_atomic
+from .stack.cli import check_template
+from .stack.local_stack import DEFAULT_TEMPLATE
 
-HISTORY_MESSAGE = "relay_history"
+HISTORY_MESSAGE = "relay_history"  # worker -> master: {"records": [...], "sent": running total, "final": bool}
+FINAL_REQUEST = "relay_history_final"  # master -> worker: stop your players and send your last batch
+HISTORY_ACK = "relay_history_ack"  # master -> worker: your last batch arrived
+FINAL_DEADLINE = 30.0  # seconds the master waits for every worker's last batch
+ACK_DEADLINE = 10.0  # seconds a quitting worker waits for the master's acknowledgement
+SHORT_OF_CPU = 90.0  # percent of one core; Locust warns above the same figure
 REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
 
 
@@ -41,12 +62,20 @@ class RunState:
         self.history_file: HistoryFile | None = None
         self.target: LocalTarget | None = None
         self.run_dir: Path | None = None
-        self.websocket_url: str = ""
-        self.ping_url: str | None = None
+        self.info: dict[str, Any] = {}  # run.json
         self.seed = 0
         self.started_at = time.time()
         self.test_started: float | None = None
-        self._flusher: threading.Thread | None = None
+        self.ended_t: int | None = None  # wall ms when the load last stopped
+        self.interrupted = False  # Ctrl-C before the load stopped by itself
+        self.tearing_down = False
+        self.load_cpu: CpuSampler | None = None  # this machine's load generator processes
+        self.load_cpu_peak: float | None = None  # Locust's figures: the busiest process, % of one core
+        self.ledger = ShippingLedger()  # master: what each worker sent and what arrived
+        self.all_final = threading.Event()  # master: every worker it knew sent its last batch
+        self.collected = False  # master: asked the workers for their last batches
+        self.shipped = 0  # worker: records sent to the master so far
+        self.acked = threading.Event()  # worker: the master acknowledged the last batch
         self._stop = threading.Event()
 
 
@@ -54,6 +83,7 @@ RUN = RunState()
 
 
 def add_arguments(parser: Any) -> None:
+    # In an argument group, so Locust leaves them out of its web UI: they are fixed when the run starts.
     group = parser.add_argument_group("relay-harness")
     group.add_argument("--chaos-profile", default="", help="chaos profile NAME (scenarios/profiles/) or FILE.toml")
     group.add_argument("--seed", type=int, default=-1, help="seed of every fault decision (default: a random one, "
@@ -68,6 +98,9 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--cleanup-wait", type=float, default=0.0,
                        help="after the run, wait this long before scanning the store for leftovers (the local "
                             "stack then uses its shortest expiries; 90 is enough)")
+    group.add_argument("--rules", choices=("auto", "protocol", "reference"), default="auto",
+                       help="which rules the checkers apply: the protocol's, or also the reference relay's own "
+                            "choices (auto: reference when the local stack runs the reference relay)")
 
 
 def _fail(message: str) -> None:
@@ -82,34 +115,72 @@ def _run_dir(options: Any, profile_name: str, seed: int) -> Path:
     return REPORTS_DIR / f"{stamp}-{profile_name or 'no-faults'}-seed{seed}"
 
 
+def _check_options(environment: Environment) -> str:
+    """Every check a bad option can fail, before anything is created; returns the profile's name."""
+    options = environment.parsed_options
+    host = environment.host or ""
+    if not 2 <= options.session_size <= 32:
+        _fail(f"--session-size {options.session_size} must be from 2 to 32")
+    if options.cleanup_wait < 0:
+        _fail(f"--cleanup-wait {options.cleanup_wait:g} must be 0 or more seconds")
+    if host.startswith("wss://") and options.chaos_profile:
+        _fail("--chaos-profile needs a ws:// --host (the proxy does not terminate TLS), or no --host")
+    if options.run_dir and Path(options.run_dir).exists() and not Path(options.run_dir).is_dir():
+        _fail(f"--run-dir {options.run_dir} is a file: pass a folder (it is created if missing)")
+    if options.template:
+        if host:
+            _fail("--template runs a relay on the local stack: leave out --host")
+        try:
+            check_template(Path(options.template))
+        except UsageError as exc:
+            _fail(str(exc))
+    if not options.chaos_profile:
+        return ""
+    try:
+        profile = load_profile(options.chaos_profile)
+        fault_specs(options.chaos_profile, [])
+    except ProfileError as exc:
+        _fail(str(exc))
+    except UsageError as exc:
+        _fail(f"chaos profile {options.chaos_profile}: {exc}")
+    if options.seed < 0 and profile.seed is not None:
+        options.seed = profile.seed
+    return profile.name
+
+
+def _rules(options: Any) -> str:
+    """The rule set the checkers apply; auto: "reference" when the embedded stack runs the reference relay."""
+    if options.rules != "auto":
+        return options.rules
+    embedded = RUN.target is not None and bool(RUN.target.stack)
+    reference = not options.template or Path(options.template).resolve() == DEFAULT_TEMPLATE
+    return "reference" if embedded and reference else "protocol"
+
+
 def on_init(environment: Environment, **_: Any) -> None:
     options = environment.parsed_options
     if options is None:
         return
-    if isinstance(environment.runner, WorkerRunner):
-        _start_flusher(environment)  # workers ship their history to the master, which writes it
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(FINAL_REQUEST, lambda **_: _finish_worker(environment, wait_for_ack=False),
+                                concurrent=True)
+        runner.register_message(HISTORY_ACK, lambda **_: RUN.acked.set())
+        # Registered after the runner's own listener, so it runs first (quitting fires in reverse):
+        # the last batch goes before the worker tells the master it quits.
+        environment.events.quitting.add_listener(lambda **_: _finish_worker(environment, wait_for_ack=True))
+        _start_flusher(environment)
         return
-    if not 2 <= options.session_size <= 32:
-        _fail(f"--session-size {options.session_size} must be from 2 to 32")
-    if options.template and not Path(options.template).is_file():
-        _fail(f"--template {options.template} not found: pass the path of the relay's SAM template.yaml")
-    profile_name = ""
-    if options.chaos_profile:
-        try:
-            profile = load_profile(options.chaos_profile)
-        except ProfileError as exc:
-            _fail(str(exc))
-        profile_name = profile.name
-        if options.seed < 0 and profile.seed is not None:
-            options.seed = profile.seed
+    profile_name = _check_options(environment)
     if options.seed < 0:
         options.seed = random.randrange(1 << 31)
     RUN.seed = options.seed
     RUN.run_dir = _run_dir(options, profile_name, options.seed)
-    RUN.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        RUN.run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"cannot create the run folder {RUN.run_dir}: {exc.strerror}; pass another --run-dir")
     host = environment.host or ""
-    if host.startswith("wss://") and options.chaos_profile:
-        _fail("--chaos-profile needs a ws:// --host (the proxy does not terminate TLS), or no --host")
     if not host or options.chaos_profile:
         RUN.target = LocalTarget(RUN.run_dir, seed=options.seed, profile=options.chaos_profile or None,
                                  upstream=host or None, short_expiry=options.cleanup_wait > 0,
@@ -122,39 +193,110 @@ def on_init(environment: Environment, **_: Any) -> None:
         environment.host = RUN.target.websocket_url
         if not options.ping_url and RUN.target.ping_url:
             options.ping_url = RUN.target.ping_url
-    RUN.websocket_url = environment.host
-    RUN.ping_url = options.ping_url or None
     RUN.history_file = HistoryFile(RUN.run_dir / "history.jsonl")
-    _write_run_file(environment, profile_name)
+    RUN.info = {"seed": RUN.seed, "profile": profile_name or None, "host": environment.host,
+                "ping_url": options.ping_url or None, "started": RUN.started_at, "command": sys.argv,
+                "session_size": options.session_size, "rules": _rules(options),
+                "stack": RUN.target.stack if RUN.target else None, "proxy": RUN.target.proxy if RUN.target else None}
+    write_atomic(RUN.run_dir / "run.json", json.dumps(RUN.info, indent=2))
     print(f"relay-harness: seed {options.seed}; target {environment.host}; run folder {RUN.run_dir}", flush=True)
-    if isinstance(environment.runner, MasterRunner):
-        environment.runner.register_message(HISTORY_MESSAGE, _receive_history)
+    signal.signal(signal.SIGINT, _on_sigint)
+    # This process and its --processes workers, not the target's processes (also its children);
+    # Locust's own figures (every 10 s, remote workers included) are taken too.
+    RUN.load_cpu = CpuSampler([os.getpid()], skip=[p.pid for p in RUN.target.processes] if RUN.target else []).start()
+    environment.events.usage_monitor.add_listener(_note_cpu)
+    if isinstance(runner, MasterRunner):
+        runner.register_message(HISTORY_MESSAGE, _receive_history)
+        environment.events.heartbeat_sent.add_listener(
+            lambda client_id, **_: _note_cpu(cpu_usage=getattr(runner.clients.get(client_id), "cpu_usage", None)))
+        quit_runner = runner.quit
+
+        def quit_after_the_last_batches() -> None:  # every way Locust quits goes through runner.quit
+            _collect_last_batches(environment)
+            quit_runner()
+
+        runner.quit = quit_after_the_last_batches
     _start_flusher(environment)
 
 
-def _write_run_file(environment: Environment, profile_name: str) -> None:
-    assert RUN.run_dir is not None
-    options = environment.parsed_options
-    info = {"seed": RUN.seed, "profile": profile_name or None, "host": environment.host,
-            "ping_url": options.ping_url or None, "started": RUN.started_at, "command": sys.argv,
-            "session_size": options.session_size,
-            "stack": RUN.target.stack if RUN.target else None, "proxy": RUN.target.proxy if RUN.target else None}
-    (RUN.run_dir / "run.json").write_text(json.dumps(info, indent=2))
+def _on_sigint(signum: int, frame: Any) -> None:
+    """Ctrl-C: note that the run was interrupted and let Locust shut down; once the report is being
+    written, say so and carry on."""
+    if not RUN.tearing_down:
+        RUN.interrupted = True
+        # As gevent does for a KeyboardInterrupt, minus printing it as an error: Locust's main
+        # greenlet gets it and shuts down.
+        gevent.get_hub().handle_system_error(KeyboardInterrupt, KeyboardInterrupt())
+        return
+    print("relay-harness: still writing the report of what was collected; it takes a few seconds", file=sys.stderr,
+          flush=True)
 
+
+def _note_cpu(cpu_usage: float | None = None, **_: Any) -> None:
+    if cpu_usage is not None:
+        RUN.load_cpu_peak = round(max(cpu_usage, RUN.load_cpu_peak or 0.0), 1)
+
+
+# --- shipping the history --------------------------------------------------------------------------
 
 def _receive_history(environment: Environment, msg: Any, **_: Any) -> None:
+    """Master: one batch from a worker; its last one is acknowledged."""
+    data = msg.data
     if RUN.history_file is not None:
-        RUN.history_file.write(msg.data)
+        RUN.history_file.write(data["records"])
+    worker = environment.runner.get_worker_index(msg.node_id)
+    RUN.ledger.arrived(worker, len(data["records"]), sent=data["sent"], final=data["final"])
+    if data["final"]:
+        environment.runner.send_message(HISTORY_ACK, None, client_id=msg.node_id)
+    if RUN.ledger.complete():
+        RUN.all_final.set()
+
+
+def _collect_last_batches(environment: Environment) -> None:
+    """Master, before it quits: ask every worker for its last batch and wait for all of them (or the
+    deadline). From inside Locust's message listener it cannot wait: then the workers have quit by
+    themselves, and their last batches came before their quit messages."""
+    runner = environment.runner
+    if RUN.collected:
+        return
+    RUN.collected = True
+    RUN.ledger.expect(runner.worker_indexes.values())
+    if RUN.ledger.complete():
+        return
+    for client in list(runner.clients.all):
+        runner.send_message(FINAL_REQUEST, None, client_id=client.id)
+    if gevent.getcurrent() in runner.greenlet:
+        return
+    deadline = time.monotonic() + FINAL_DEADLINE
+    while not RUN.ledger.complete() and time.monotonic() < deadline:
+        RUN.all_final.clear()  # set by the next batch that completes the ledger
+        RUN.all_final.wait(deadline - time.monotonic())
+
+
+def _ship(environment: Environment, final: bool = False) -> None:
+    """Worker: send the records made since the last batch, with the running total."""
+    records = RUN.history.drain()
+    if not records and not final:
+        return
+    RUN.shipped += len(records)
+    environment.runner.send_message(HISTORY_MESSAGE, {"records": records, "sent": RUN.shipped, "final": final})
+
+
+def _finish_worker(environment: Environment, wait_for_ack: bool) -> None:
+    """Worker: stop the players (their last records are made now), send the last batch and, when
+    quitting by itself, wait a little for the master's acknowledgement."""
+    RUN._stop.set()
+    environment.runner.stop()
+    _ship(environment, final=True)
+    if wait_for_ack and not RUN.acked.is_set() and len(environment.runner.greenlet):  # its listener still runs
+        RUN.acked.wait(ACK_DEADLINE)
 
 
 def flush_history(environment: Environment) -> None:
-    records = RUN.history.drain()
-    if not records:
-        return
     if isinstance(environment.runner, WorkerRunner):
-        environment.runner.send_message(HISTORY_MESSAGE, records)
+        _ship(environment)
     elif RUN.history_file is not None:
-        RUN.history_file.write(records)
+        RUN.history_file.write(RUN.history.drain())
 
 
 def _start_flusher(environment: Environment) -> None:
@@ -162,33 +304,65 @@ def _start_flusher(environment: Environment) -> None:
         while not RUN._stop.wait(1.0):
             flush_history(environment)
 
-    RUN._flusher = threading.Thread(target=loop, name="history-flusher", daemon=True)
-    RUN._flusher.start()
+    threading.Thread(target=loop, name="history-flusher", daemon=True).start()
 
+
+# --- the run's end ---------------------------------------------------------------------------------
 
 def on_test_start(environment: Environment, **_: Any) -> None:
     RUN.test_started = time.monotonic()
+    RUN.ended_t = None
 
 
 def on_test_stop(environment: Environment, **_: Any) -> None:
     flush_history(environment)
+    if not isinstance(environment.runner, WorkerRunner):
+        RUN.ended_t = int(time.time() * 1000)
 
 
-def _interrupted(environment: Environment) -> bool:
-    """Stopped before its --run-time was up (Ctrl-C): the report covers what the run saw."""
+def _partial(environment: Environment) -> bool:
+    """Ended by hand (Ctrl-C, SIGTERM) before its --run-time was up: the report covers what the run saw."""
     run_time = getattr(environment.parsed_options, "run_time", None)
-    return bool(run_time and RUN.test_started and time.monotonic() - RUN.test_started < run_time - 1)
+    early = bool(run_time and RUN.test_started and time.monotonic() - RUN.test_started < run_time - 1)
+    return RUN.interrupted or early
+
+
+def _resources(environment: Environment) -> dict[str, Any]:
+    """Peak CPU of the load generator and of the stack (each: its busiest process, in % of one
+    core), Locust's CPU warning, and which of the two was short of CPU."""
+    runner = environment.runner
+    if RUN.load_cpu is not None:
+        RUN.load_cpu.stop()
+    warned = bool(runner.cpu_warning_emitted or getattr(runner, "worker_cpu_warning_emitted", False))
+    peaks = [p for p in (RUN.load_cpu_peak, RUN.load_cpu.peak_percent if RUN.load_cpu else None) if p is not None]
+    load = {"peak_cpu_percent": max(peaks, default=None), "warned": warned}
+    stack = {"peak_cpu_percent": RUN.target.peak_cpu_percent if RUN.target else None}
+    short = []
+    if warned or (load["peak_cpu_percent"] or 0) > SHORT_OF_CPU:
+        short.append("load generator")
+    if (stack["peak_cpu_percent"] or 0) > SHORT_OF_CPU:
+        short.append("stack")
+    return {"load_generator": load, "stack": stack, "short_of_cpu": short}
+
+
+def _write_run_end(environment: Environment) -> None:
+    assert RUN.run_dir is not None and RUN.history_file is not None
+    missing = RUN.ledger.missing()
+    if RUN.history_file.dropped:
+        missing.append(f"{RUN.history_file.dropped} records arrived after the history was closed")
+    RUN.info.update(ended_t=RUN.ended_t, history_complete=not missing, history_missing=missing,
+                    resources=_resources(environment))
+    write_atomic(RUN.run_dir / "run.json", json.dumps(RUN.info, indent=2))
 
 
 def on_quitting(environment: Environment, **_: Any) -> None:
-    RUN._stop.set()
-    flush_history(environment)
-    if isinstance(environment.runner, WorkerRunner) or RUN.run_dir is None:
+    if isinstance(environment.runner, WorkerRunner) or RUN.run_dir is None or RUN.tearing_down:
         return
+    RUN.tearing_down = True
     try:
+        _stop_load(environment)
+        _write_run_end(environment)
         write_stats(environment, RUN.run_dir / "locust_stats.json")
-        if RUN.history_file is not None:
-            RUN.history_file.close()
         if RUN.target is not None and RUN.target.stack:
             _scan_store(environment.parsed_options.cleanup_wait)
     finally:
@@ -196,13 +370,28 @@ def on_quitting(environment: Environment, **_: Any) -> None:
             RUN.target.stop()
             RUN.target = None
     try:
-        status, results = build_report(RUN.run_dir, partial=_interrupted(environment))
+        status, results = build_report(RUN.run_dir, partial=_partial(environment))
     except Exception as exc:  # the harness failed, not the relay: say so and exit 2
-        print(f"relay-harness: the report could not be built: {exc}", file=sys.stderr)
+        print(f"relay-harness: the report could not be built: {type(exc).__name__}: {exc}", file=sys.stderr)
         environment.process_exit_code = EXIT_HARNESS_FAILED
         return
     print(f"relay-harness: {verdict_line(results)}; report {RUN.run_dir / 'report.html'}", flush=True)
     environment.process_exit_code = status
+
+
+def _stop_load(environment: Environment) -> None:
+    """Stop the players (Ctrl-C reaches quitting while they still play), take in the last records
+    and close the history."""
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        _collect_last_batches(environment)  # done already when Locust quit the runner first
+    runner.stop()
+    if RUN.ended_t is None:
+        RUN.ended_t = int(time.time() * 1000)
+    RUN._stop.set()
+    flush_history(environment)
+    assert RUN.history_file is not None
+    RUN.history_file.close()
 
 
 def _scan_store(wait: float) -> None:
@@ -211,7 +400,9 @@ def _scan_store(wait: float) -> None:
         print(f"relay-harness: waiting {wait:.0f} s for the relay's clean-up before scanning the store", flush=True)
         time.sleep(wait)
     scan = {"cleanup_wait_s": wait, **RUN.target.scan_store()}
-    (RUN.run_dir / "store.json").write_text(json.dumps(scan, indent=2, default=str))
+    if "unavailable" in scan:
+        print(f"relay-harness: the store scan was skipped: {scan['unavailable']}", file=sys.stderr, flush=True)
+    write_atomic(RUN.run_dir / "store.json", json.dumps(scan, indent=2, default=str))
 
 
 def write_stats(environment: Environment, path: Path) -> None:
@@ -229,7 +420,15 @@ def write_stats(environment: Environment, path: Path) -> None:
     path.write_text(json.dumps({"entries": rows, "errors": errors}, indent=2, default=str))
 
 
+_installed = False
+
+
 def install() -> None:
+    """Hook the harness into Locust's events (once per process)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
     events.init_command_line_parser.add_listener(add_arguments)
     events.init.add_listener(on_init)
     events.test_start.add_listener(on_test_start)

@@ -93,7 +93,7 @@ def test_an_interrupted_run_still_writes_a_report_marked_partial(tmp_path):
         out, err = process.communicate(timeout=120)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["partial"] is True
-    assert process.returncode in (0, 1), err[-2000:]
+    assert process.returncode in (0, 1, 3), err[-2000:]  # the report's statuses: pass, violations, inconclusive
     assert "(partial)" in out
 
 

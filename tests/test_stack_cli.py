@@ -60,3 +60,30 @@ def test_bad_arguments_get_argparse_usage_errors():
     result = subprocess.run([sys.executable, "-m", "harness", "up", "--port", "many"], capture_output=True, text=True,
                             timeout=60, env={**os.environ})
     assert result.returncode == 2 and "invalid int value" in result.stderr
+
+
+def _harness(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_bad_arguments_are_one_line_naming_the_subcommand(tmp_path):
+    not_yaml = tmp_path / "template.yaml"
+    not_yaml.write_text("Resources:\n  a: [\n")
+    cases = [
+        (["up", "--bogus"], "relay-harness up: unrecognized arguments: --bogus (see relay-harness up --help)"),
+        (["up", "--ttl-delay", "-5"], "relay-harness up: argument --ttl-delay: -5 must be at least 0 (see "
+                                      "relay-harness up --help)"),
+        (["up", "--concurrency", "0"], "relay-harness up: argument --concurrency: 0 must be at least 1 (see "
+                                       "relay-harness up --help)"),
+        (["dynamodb", "--ttl-delay", "-1"], "relay-harness dynamodb: argument --ttl-delay: -1 must be at least 0"),
+        (["up", "--template", str(not_yaml)], f"relay-harness up: template {not_yaml} is not YAML: "),
+        (["proxy", "--upstream", "http://nowhere"], "relay-harness proxy: --upstream 'http://nowhere' must be "
+                                                    "ws://HOST:PORT[/stage]"),
+        (["proxy", "--upstream", "ws://nowhere.invalid:80"], "relay-harness proxy: --upstream host "
+                                                             "'nowhere.invalid' does not resolve"),
+    ]
+    for args, expected in cases:
+        result = _harness(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith(expected), (args, result.stderr)
+        assert result.stdout == ""

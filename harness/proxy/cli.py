@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..cli import UsageError
 from ..faults.log import FaultLog
@@ -40,13 +42,14 @@ def add_parser(sub: Any) -> None:
     proxy.set_defaults(run=run_proxy)
 
 
-def _faults(args: argparse.Namespace) -> list[FaultSpec]:
+def fault_specs(profile: str | None, faults: list[str]) -> list[FaultSpec]:
+    """The wire faults of a chaos profile (NAME or FILE.toml) and of ``--fault`` specs, validated;
+    raises UsageError with a one-line message."""
     specs = []
     try:
-        if args.profile:
-            profile = load_profile(args.profile)
-            specs += [parse_fault(raw) for raw in profile.for_seam("wire")]
-        specs += [parse_cli_fault(text, index + 1) for index, text in enumerate(args.fault)]
+        if profile:
+            specs += [parse_fault(raw) for raw in load_profile(profile).for_seam("wire")]
+        specs += [parse_cli_fault(text, index + 1) for index, text in enumerate(faults)]
     except (FaultSpecError, ProfileError) as exc:
         raise UsageError(str(exc)) from None
     names = [s.name for s in specs]
@@ -56,12 +59,25 @@ def _faults(args: argparse.Namespace) -> list[FaultSpec]:
     return specs
 
 
+def _upstream(url: str) -> str:
+    """A ws:// URL whose host resolves (it need not be listening yet)."""
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or not parts.hostname:
+        raise UsageError(f"--upstream {url!r} must be ws://HOST:PORT[/stage] (wss:// is not proxied)")
+    try:
+        socket.getaddrinfo(parts.hostname, parts.port or 80, proto=socket.IPPROTO_TCP)
+    except (OSError, ValueError):
+        raise UsageError(f"--upstream host {parts.hostname!r} does not resolve: pass a reachable ws:// URL") from None
+    return url
+
+
 def run_proxy(args: argparse.Namespace) -> int:
     host, port = _address(args.listen, "--listen")
     control_host, control_port = _address(args.control, "--control")
-    faults = _faults(args)
+    upstream = _upstream(args.upstream)
+    faults = fault_specs(args.profile, args.fault)
     try:
-        proxy = ChaosProxy(args.upstream, host, port, seed=args.seed, faults=faults,
+        proxy = ChaosProxy(upstream, host, port, seed=args.seed, faults=faults,
                            fault_log=FaultLog(args.fault_log, keep=True))
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ..cli import UsageError
 from ..lifecycle import wait_until_stopped
@@ -27,16 +30,49 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
     return pairs
 
 
+def _at_least(low: float, kind: type = float, *, above: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` that is >= low (> low with ``above``)."""
+    def parse(text: str) -> Any:
+        value = kind(text)  # ValueError: argparse says "invalid ... value"
+        if value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"{text} must be {'more than' if above else 'at least'} {low:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
+    return parse
+
+
+_PORT = _at_least(0, int)
+_SECONDS = _at_least(0)
+_POSITIVE_SECONDS = _at_least(0, above=True)
+_POSITIVE_INT = _at_least(1, int)
+
+
+def check_template(path: Path) -> None:
+    """A template that exists and is YAML; raises UsageError with a one-line message (the
+    template's SAM content is checked when the stack loads it)."""
+    if not path.is_file():
+        raise UsageError(f"template {path} not found: pass --template PATH/TO/template.yaml")
+    try:
+        yaml.compose(path.read_text(encoding="utf-8"))  # syntax only: SAM's !Ref tags need no constructor
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UsageError(f"template {path} is not YAML: {exc.problem}{where}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UsageError(f"template {path} is not YAML: {' '.join(str(exc).split())}") from None
+
+
 def add_parser(sub: Any) -> None:
     up = sub.add_parser("up", help="run a relay's SAM template locally: WebSocket API, HTTP API, functions, "
                                    "DynamoDB, streams, schedules")
     up.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE,
                     help="SAM template (default: the reference relay)")
     up.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
-    up.add_argument("--port", type=int, default=0, help="WebSocket API port (default: a free one)")
-    up.add_argument("--http-port", type=int, default=0, help="HTTP API port (default: a free one)")
-    up.add_argument("--management-port", type=int, default=0, help="@connections API port (default: a free one)")
-    up.add_argument("--dynamodb-port", type=int, default=0, help="local DynamoDB port (default: a free one)")
+    up.add_argument("--port", type=_PORT, default=0, help="WebSocket API port (default: a free one)")
+    up.add_argument("--http-port", type=_PORT, default=0, help="HTTP API port (default: a free one)")
+    up.add_argument("--management-port", type=_PORT, default=0, help="@connections API port (default: a free one)")
+    up.add_argument("--dynamodb-port", type=_PORT, default=0, help="local DynamoDB port (default: a free one)")
     up.add_argument("--dynamodb-endpoint", help="use this DynamoDB (e.g. one `relay-harness dynamodb` runs, so "
                                                 "the data outlives this process) instead of starting one")
     up.add_argument("--stack-name", default="local", help="as `sam deploy --stack-name`; names the tables")
@@ -46,26 +82,26 @@ def add_parser(sub: Any) -> None:
                     help="serve function NAME from a Lambda Invoke API endpoint, e.g. `sam local start-lambda`")
     up.add_argument("--log-dir", type=Path, help="write stack.log, invocations.jsonl, stream-failures.jsonl here")
     up.add_argument("--ready-file", type=Path, help="write the endpoints here as JSON once everything accepts traffic")
-    up.add_argument("--ttl-delay", type=float, default=5.0, help="seconds after an item's TTL before it is deleted")
-    up.add_argument("--schedule-interval", type=float, help="run every schedule this often (seconds) instead of "
-                                                            "its rate()")
-    up.add_argument("--idle-timeout", type=float, default=600.0, help="seconds (API Gateway: 600)")
-    up.add_argument("--max-connection-duration", type=float, default=7200.0, help="seconds (API Gateway: 7200)")
-    up.add_argument("--max-message-bytes", type=int, default=128 * 1024, help="bytes (API Gateway: 131072)")
-    up.add_argument("--concurrency", type=int, default=16, help="concurrent invocations per function")
+    up.add_argument("--ttl-delay", type=_SECONDS, default=5.0, help="seconds after an item's TTL before it is deleted")
+    up.add_argument("--schedule-interval", type=_POSITIVE_SECONDS,
+                    help="run every schedule this often (seconds) instead of its rate()")
+    up.add_argument("--idle-timeout", type=_POSITIVE_SECONDS, default=600.0, help="seconds (API Gateway: 600)")
+    up.add_argument("--max-connection-duration", type=_POSITIVE_SECONDS, default=7200.0,
+                    help="seconds (API Gateway: 7200)")
+    up.add_argument("--max-message-bytes", type=_POSITIVE_INT, default=128 * 1024, help="bytes (API Gateway: 131072)")
+    up.add_argument("--concurrency", type=_POSITIVE_INT, default=16, help="concurrent invocations per function")
     up.add_argument("--quiet", action="store_true", help="do not echo the stack log to stderr")
     up.set_defaults(run=run_up)
 
     ddb = sub.add_parser("dynamodb", help="run only the local DynamoDB, so a restarted stack keeps its data")
     ddb.add_argument("--host", default="127.0.0.1")
-    ddb.add_argument("--port", type=int, default=8000)
-    ddb.add_argument("--ttl-delay", type=float, default=5.0, help="seconds after an item's TTL before it is deleted")
+    ddb.add_argument("--port", type=_PORT, default=8000)
+    ddb.add_argument("--ttl-delay", type=_SECONDS, default=5.0, help="seconds after an item's TTL before it is deleted")
     ddb.set_defaults(run=run_dynamodb)
 
 
 def run_up(args: argparse.Namespace) -> int:
-    if not args.template.is_file():
-        raise UsageError(f"template {args.template} not found: pass --template PATH/TO/template.yaml")
+    check_template(args.template)
     options = StackOptions(
         template=args.template, host=args.host, websocket_port=args.port, http_port=args.http_port,
         management_port=args.management_port, dynamodb_port=args.dynamodb_port,
