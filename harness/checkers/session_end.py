@@ -103,17 +103,19 @@ def _nothing_after(run: Run, result: CheckResult, sessions: dict[str, list[Socke
             ended_at[session] = min(times)
     result.checked += len(ended_at)
     sends = {r["pid"]: r for r in run.history if r["op"] == "send" and r["phase"] == "invoke" and r.get("pid")}
-    late: dict[str, list[Record]] = defaultdict(list)
+    late: dict[str, list[Record]] = defaultdict(list)  # session -> its sends relayed too late, and their receipts
     for record in run.history:
         send = sends.get(record.get("pid")) if record["op"] == "recv" else None
         if send is None or send.get("session") not in ended_at:
             continue
         if float(send["t"]) > ended_at[send["session"]] + IN_FLIGHT_S * 1000:
-            late[send["pid"]].append(record)
-    for pid, receipts in late.items():
-        send = sends[pid]
-        after = (float(send["t"]) - ended_at[send["session"]]) / 1000
+            late[send["session"]].append(record)
+    for session, receipts in late.items():
+        pids = sorted({r["pid"] for r in receipts}, key=lambda pid: float(sends[pid]["t"]))
+        first = sends[pids[0]]
+        after = (float(first["t"]) - ended_at[session]) / 1000
         result.violations.append(Finding(
             "nothing is relayed after SESSION_END",
-            f"{pid} was sent {after:.1f} s after session {send['session']} ended (SESSION_END) and still reached "
-            f"{', '.join(sorted({r['client'] for r in receipts}))}", excerpt([send, *receipts])))
+            f"{len(pids)} message(s) sent in session {session} after it ended (SESSION_END) still reached "
+            f"{', '.join(sorted({r['client'] for r in receipts}))}; the first, {pids[0]}, was sent {after:.1f} s after",
+            excerpt([first, *[r for r in receipts if r["pid"] == pids[0]]])))
