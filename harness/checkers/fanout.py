@@ -67,7 +67,7 @@ def _around(gone: list[Socket], receiver: Socket, t: float) -> list[Record]:
 
 def _could_hit(run: Run, send: Record, receiver: Socket, start: float, end: float) -> list[dict[str, Any]]:
     """Faults that could have lost this message: on its way in (the sender's upstream, as it was
-    sent), on its way out (the receiver's downstream, before the deadline), or proxy-wide."""
+    sent, within 0.3 s), on its way out (the receiver's downstream, before the deadline), or proxy-wide."""
     pid = send["pid"]
 
     def names_it(fault: dict[str, Any]) -> bool:
@@ -80,7 +80,7 @@ def _could_hit(run: Run, send: Record, receiver: Socket, start: float, end: floa
                 and names_it(fault))
 
     sender_faults = run.faults_by_client.get(send["client"], [])
-    inbound = [f for f in sender_faults if on_way(f, "upstream", start - 500, start + 1000)]
+    inbound = [f for f in sender_faults if on_way(f, "upstream", start - 300, start + 300)]
     outbound = [f for f in run.faults_by_client.get(receiver.client, []) if on_way(f, "downstream", start, end)]
     wide = [f for f in run.proxy_wide if start - 1000 <= float(f["t"]) <= end]
     return inbound + outbound + wide
