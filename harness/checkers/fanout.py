@@ -1,0 +1,86 @@
+"""A socket that is gone in the middle of a fan-out does not stop it: when a member's socket ends
+around the time a message is sent in its session (the relay may still list it, and its send then
+gets 410 from ``@connections``), every other member connected throughout still gets the message.
+
+The history cannot see the relay's 410s, so the sends judged are those made while a socket of
+the session ended within ``GONE_BEFORE_S`` before to ``GONE_AFTER_S`` after the send (the relay
+has not yet processed its ``$disconnect``, or processes it during the fan-out). A loss is explained
+only by a fault that could have hit that very message: one on the receiver's downstream or the
+sender's upstream at that moment (and naming the payload id when the fault log gives them), or a
+proxy-wide fault then.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..history import Record
+from .model import GRACE_S, CheckResult, Finding, Run, excerpt
+from .sockets import Socket, by_session, load_end, sockets
+
+GONE_BEFORE_S = 1.0
+GONE_AFTER_S = 0.5
+
+
+def check(run: Run) -> CheckResult:
+    result = CheckResult("fanout", "A gone socket does not stop a fan-out", weight=2)
+    sessions = by_session(sockets(run))
+    got: dict[str, set[str]] = {}
+    for record in run.history:
+        if record["op"] == "recv" and record.get("pid"):
+            got.setdefault(record["client"], set()).add(record["pid"])
+    horizon = load_end(run)
+    grace = GRACE_S * 1000
+    for send in run.history:
+        if send["op"] != "send" or send["phase"] != "ok" or not send.get("pid") or not send.get("session"):
+            continue
+        t = float(send["t"])
+        members = sessions.get(send["session"], [])
+        if t + grace > horizon:
+            continue
+        gone = [s for s in members if s.client != send["client"]
+                and t - GONE_BEFORE_S * 1000 <= s.closed <= t + GONE_AFTER_S * 1000]
+        if not gone:
+            continue
+        gone_clients = {s.client for s in gone}
+        receivers = [s for s in members if s.client not in gone_clients and s.opened <= t
+                     and s.closed >= t + grace and s.received("SESSION_CONNECT")]
+        for receiver in receivers:
+            result.checked += 1
+            if send["pid"] in got.get(receiver.client, set()):
+                continue
+            faults = _could_hit(run, send, receiver, t, t + grace)
+            names = ", ".join(sorted(gone_clients))
+            finding = Finding("a gone socket does not stop a fan-out",
+                              f"{send['pid']} from {send['client']} never reached {receiver.client}, sent while "
+                              f"{names}'s socket went away in session {send['session']}",
+                              excerpt([send, *_around(gone, receiver, t)]), faults)
+            (result.explained if faults else result.violations).append(finding)
+    return result
+
+
+def _around(gone: list[Socket], receiver: Socket, t: float) -> list[Record]:
+    closes = [r for s in gone for r in s.records if r["op"] == "close" and float(r["t"]) == s.closed]
+    nearby = [r for r in receiver.records if t - 500 <= float(r["t"]) <= t + GRACE_S * 1000][:6]
+    return closes + nearby
+
+
+def _could_hit(run: Run, send: Record, receiver: Socket, start: float, end: float) -> list[dict[str, Any]]:
+    """Faults that could have lost this message: on its way in (the sender's upstream, as it was
+    sent, within 0.3 s), on its way out (the receiver's downstream, before the deadline), or proxy-wide."""
+    pid = send["pid"]
+
+    def names_it(fault: dict[str, Any]) -> bool:
+        pids = (fault.get("target") or {}).get("pids")
+        return pids is None or pid in pids
+
+    def on_way(fault: dict[str, Any], direction: str, t0: float, t1: float) -> bool:
+        target = fault.get("target") or {}
+        return (target.get("direction") in (direction, "both", None) and t0 <= float(fault["t"]) <= t1
+                and names_it(fault))
+
+    sender_faults = run.faults_by_client.get(send["client"], [])
+    inbound = [f for f in sender_faults if on_way(f, "upstream", start - 300, start + 300)]
+    outbound = [f for f in run.faults_by_client.get(receiver.client, []) if on_way(f, "downstream", start, end)]
+    wide = [f for f in run.proxy_wide if start - 1000 <= float(f["t"]) <= end]
+    return inbound + outbound + wide

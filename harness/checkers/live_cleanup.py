@@ -1,0 +1,80 @@
+"""Clean-up during play: expiry never takes a live player. A socket whose HEARTBEAT was answered
+less than ``LIVE_S`` ago is live; the relay must not close it, forget it (INVALID_CONNECTION) or end
+its session (SESSION_END) unless a member of that session sent END_SESSION.
+
+``LIVE_S`` is 10 s: the protocol's shortest expiries are 30 s (connection, member) and 60 s
+(session), and a relay that pushes an expiry only once half of it is used (as the reference
+relay does) still leaves 15 s after any answered HEARTBEAT. Endings a fault on that client's
+socket could have caused (a reset, a close, a damaged frame...) are explained, not violations.
+
+What counts as checked: sockets that were live while the clean-up function ran (invocations of a
+function whose name contains "cleanup"); with no invocation log (a relay the harness did not
+start), sockets that were live for longer than the shortest connection expiry (30 s).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from ..history import Record
+from .model import CheckResult, Finding, Run, excerpt
+from .sockets import INF, Socket, load_end, record_type, sockets
+
+LIVE_S = 10.0
+SHORTEST_EXPIRY_S = 30.0
+_SOCKET_FAULTS = {"reset", "close", "timeout", "blackhole", "corrupt", "truncate", "limit_data", "mass_disconnect",
+                  "pause", "refuse"}
+
+
+def check(run: Run) -> CheckResult:
+    result = CheckResult("live_cleanup", "Clean-up spares live players", weight=2)
+    cleanups = sorted(float(i["t"]) for i in run.invocations if "cleanup" in str(i.get("function", "")).lower())
+    ended_by_member: dict[str, float] = defaultdict(lambda: INF)
+    for record in run.history:
+        if record["op"] == "end" and record["phase"] in ("invoke", "ok") and record.get("session"):
+            ended_by_member[record["session"]] = min(ended_by_member[record["session"]], float(record["t"]))
+    horizon = load_end(run)
+    live = LIVE_S * 1000
+    for socket in sockets(run):
+        beats = [float(r["t"]) for r in socket.received("HEARTBEAT")]
+        if not beats:
+            continue
+        if _live_across_cleanup(socket, beats, cleanups, horizon):
+            result.checked += 1
+        ending = _ending(socket)
+        if ending is None or float(ending["t"]) > horizon:
+            continue
+        t = float(ending["t"])
+        kind = record_type(ending) or "socket closed by the relay"
+        if kind != "socket closed by the relay" and ended_by_member[socket.session or ""] <= t:
+            continue  # a member ended the session
+        last_beat = max((b for b in beats if b <= t), default=None)
+        if last_beat is None or t - last_beat > live:
+            continue
+        faults = [f for f in run.faults_near(socket.client, last_beat, t)
+                  if kind != "socket closed by the relay" or f["fault"] in _SOCKET_FAULTS]
+        answered = next(r for r in socket.received("HEARTBEAT") if float(r["t"]) == last_beat)
+        finding = Finding("no live player is cleaned up",
+                          f"{socket.client}'s socket {socket.conn} got {kind} {(t - last_beat) / 1000:.1f} s after its "
+                          f"HEARTBEAT was answered (session {socket.session}, no END_SESSION)",
+                          excerpt([answered, ending]), faults)
+        (result.explained if faults else result.violations).append(finding)
+    if not cleanups and result.checked:
+        result.notes.append(f"no clean-up invocations logged: counted sockets live for over {SHORTEST_EXPIRY_S:.0f} s")
+    return result
+
+
+def _live_across_cleanup(socket: Socket, beats: list[float], cleanups: list[float], horizon: float) -> bool:
+    if cleanups:
+        return any(socket.open_at(c) and any(c - LIVE_S * 1000 <= b <= c for b in beats) for c in cleanups)
+    return min(socket.closed, horizon) - socket.opened > SHORTEST_EXPIRY_S * 1000
+
+
+def _ending(socket: Socket) -> Record | None:
+    """The first thing on this socket by which the relay let its player go."""
+    for record in socket.records:
+        if record_type(record) in ("SESSION_END", "INVALID_CONNECTION"):
+            return record
+        if record["op"] == "close":
+            return record if record["phase"] == "info" else None
+    return None
