@@ -19,6 +19,23 @@ from harness.stack.local_stack import LocalStack, StackOptions
 from tests.stack_support import Client, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+PLANTED = ROOT / "tests" / "fixtures" / "planted_relay"
+
+
+def planted_template(directory: Path, websocket: str | None = None, stream: str | None = None) -> Path:
+    """The reference template with a planted module (tests/fixtures/planted_relay) as the
+    WebSocketFunction's and/or the StreamFunction's handler; returns its path."""
+    text = (ROOT / "reference_relay" / "template.yaml").read_text()
+    text = text.replace("    CodeUri: src/\n", f"    CodeUri: {ROOT / 'reference_relay' / 'src'}/\n", 1)
+    for module, handler in ((websocket, "simple_relay.websocket_handler.handler"),
+                            (stream, "simple_relay.stream_handler.handler")):
+        if module is not None:
+            assert f"      Handler: {handler}\n" in text
+            text = text.replace(f"      Handler: {handler}\n", f"      Handler: {module}.handler\n"
+                                                                f"      CodeUri: {PLANTED}/\n")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "template.yaml").write_text(text)
+    return directory / "template.yaml"
 
 
 def _profile(tmp_path: Path, text: str) -> Path:
@@ -172,3 +189,51 @@ def test_store_throttles_management_errors_and_route_failures_are_injected_and_l
     assert all(f["target"]["tables"] == [stack.tables["SessionsTable"]] for f in throttles)
     invocations = [json.loads(line) for line in (tmp_path / "invocations.jsonl").read_text().splitlines()]
     assert all(r["outcome"] == "ok" for r in invocations)  # botocore's retries absorbed the store faults
+
+
+def test_a_timeout_cuts_the_handler_where_it_stands(tmp_path):
+    stack = _stack(tmp_path, [{"name": "cut", "seam": "invocation", "type": "timeout", "count": 1,
+                               "params": {"after_ms": 0}, "match": {"action": "SEND_MESSAGE"}}])
+    with stack:
+        a = Client(_url(stack, sessionType="cut", targetNumMembers=2, client="a"))
+        b = Client(_url(stack, sessionType="cut", targetNumMembers=2, client="b"))
+        for client in (a, b):
+            client.wait_for("SESSION_CONNECT")
+        a.send({"action": "SEND_MESSAGE", "payload": "frozen"})
+        a.send({"action": "SEND_MESSAGE", "payload": "after"})
+        # A socket's messages are handled in order: the first was cut before any AWS call it made.
+        assert [m["payload"] for m in b.wait_for("MESSAGE")] == ["after"]
+        a.close()
+        b.close()
+    faults = _faults(tmp_path / "faults.jsonl")
+    assert [(f["fault"], f["target"]["action"]) for f in faults] == [("timeout", "SEND_MESSAGE")]
+    invocations = [json.loads(line) for line in (tmp_path / "invocations.jsonl").read_text().splitlines()]
+    assert faults[0]["target"]["request_id"] not in {r["request_id"] for r in invocations}
+    assert "Task timed out after 0.00 seconds" in (tmp_path / "stack.log").read_text()
+
+
+# ---- the built-in profiles against planted bugs and the reference relay ------------------------
+@pytest.mark.parametrize(("profile", "websocket", "stream", "caught_by"), [
+    ("retries", None, "resend_on_retry", "notifications"),
+    ("races", "join_without_room_condition", None, "membership"),
+    ("races", "join_without_retry", None, "health"),
+    ("retries", None, None, None),
+    ("races", None, None, None),
+], ids=["retries-resend", "races-no-room", "races-no-retry", "retries-reference", "races-reference"])
+def test_a_profile_fails_its_planted_bug_and_passes_the_reference_relay(tmp_path, profile, websocket, stream,
+                                                                          caught_by):
+    run_dir = tmp_path / "run"
+    template = [] if caught_by is None else ["--template", str(planted_template(tmp_path / "relay", websocket,
+                                                                                 stream))]
+    done = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", "12",
+                           "-r", "12", "-t", "15s", "--chaos-profile", profile, "--seed", "1", "--run-dir",
+                           str(run_dir), *template], cwd=ROOT, capture_output=True, text=True, timeout=150)
+    results = json.loads((run_dir / "results.json").read_text())
+    failed = {c["name"]: [v["message"] for v in c["violations"]][:3] for c in results["checks"]
+              if c["status"] == "fail"}
+    seams = {f["seam"] for f in _faults(run_dir / "faults.jsonl")}
+    assert seams == ({"invocation", "store", "management"} if profile == "retries" else {"store"})
+    if caught_by is None:
+        assert (done.returncode, failed) == (0, {}), done.stderr[-2000:]
+    else:
+        assert done.returncode == 1 and caught_by in failed, (failed, done.stderr[-2000:])
