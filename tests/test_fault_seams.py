@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+import websocket
 
 from harness.faults.log import FaultLog
 from harness.faults.plan import FaultPlan, parse_rule
@@ -210,6 +212,30 @@ def test_a_timeout_cuts_the_handler_where_it_stands(tmp_path):
     invocations = [json.loads(line) for line in (tmp_path / "invocations.jsonl").read_text().splitlines()]
     assert faults[0]["target"]["request_id"] not in {r["request_id"] for r in invocations}
     assert "Task timed out after 0.00 seconds" in (tmp_path / "stack.log").read_text()
+
+
+def test_a_store_outage_then_a_stream_stall_are_survived_and_each_logged_once(tmp_path):
+    stack = _stack(tmp_path, [{"name": "store-down", "seam": "process", "type": "store_outage", "at": 0, "for": 2},
+                              {"name": "stream-stuck", "seam": "process", "type": "stream_stall", "at": 0, "for": 5}])
+
+    def join(name: str) -> Client | None:
+        try:
+            return Client(_url(stack, sessionType="outage", targetNumMembers=2, client=name), timeout=20)
+        except websocket.WebSocketBadStatusException:  # 500: the join gave up while the store was down
+            return None
+
+    with stack:
+        plan = stack.options.faults
+        a = wait_until(lambda: join("a"), 40, "a join once the store is back")
+        b = wait_until(lambda: join("b"), 40, "a second join")
+        for client in (a, b):
+            client.wait_for("SESSION_CONNECT")
+        assert time.monotonic() - plan.started >= 5  # nobody was told anything while the stream stalled
+        a.close()
+        b.close()
+    faults = _faults(tmp_path / "faults.jsonl")
+    assert sorted((f["seam"], f["fault"]) for f in faults) == [("process", "store_outage"),
+                                                              ("process", "stream_stall")]
 
 
 # ---- the built-in profiles against planted bugs and the reference relay ------------------------

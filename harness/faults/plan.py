@@ -55,6 +55,11 @@ SEAMS: dict[str, tuple[dict[str, dict[str, Any]], tuple[str, ...]]] = {
         "internal_error": {},
         "latency": {"ms": (None, *_MS), "jitter_ms": (0.0, *_MS)},
     }, ("function", "operation")),
+    # Whole-stack faults over a time span (``at`` + ``for``, or a window with both ends).
+    "process": ({
+        "store_outage": {},
+        "stream_stall": {},
+    }, ()),
 }
 SOURCES = ("websocket", "http", "stream", "schedule")
 _FIELDS = ("name", "seam", "type", "probability", "count", "window", "at", "for", "match", "params")
@@ -141,8 +146,9 @@ def _params(where: str, kind: str, allowed: dict[str, Any], raw: Any) -> dict[st
 def _match(where: str, keys: tuple[str, ...], raw: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
     if raw is None:
         return ()
-    if not isinstance(raw, dict):
-        raise PlanError(f"{where}: 'match' must be a table such as {{{keys[0]} = \"...\"}}")
+    if not isinstance(raw, dict) or not keys:
+        raise PlanError(f"{where}: 'match' must be a table such as {{{keys[0]} = \"...\"}}" if keys else
+                        f"{where}: this seam takes no 'match'")
     unknown = set(raw) - set(keys)
     if unknown:
         raise PlanError(f"{where}: unknown match field {sorted(unknown)[0]!r}; this seam matches on "
@@ -181,6 +187,9 @@ def parse_rule(raw: Any, default_name: str = "fault") -> Rule:
     if count is not None:
         count = int(_number(where, "count", count, 1, 1e12, whole=True))
     start, end = _window(where, raw)
+    if seam == "process" and (start is None or end is None or set(raw) & {"probability", "count", "match"}):
+        raise PlanError(f"{where}: a process fault happens once over a span: give 'at' and 'for' (or a window "
+                        "with start and end), and no probability, count or match")
     return Rule(name, seam, kind, probability, count, start, end, _match(where, match_keys, raw.get("match")),
                 _params(where, kind, types[kind], raw.get("params", {})))
 
@@ -223,6 +232,24 @@ class FaultPlan:
                 self._used[rule.name] = used + 1
             return rule
         return None
+
+    def ongoing(self, kind: str) -> Rule | None:
+        """The ``process`` rule of this type whose span is now, if any; logged the first time it is asked for
+        (when it first takes effect)."""
+        elapsed = time.monotonic() - self.started
+        for rule in self.rules:
+            if rule.seam == "process" and rule.type == kind and rule.in_window(elapsed):
+                with self._lock:
+                    first = rule.name not in self._used
+                    self._used[rule.name] = 1
+                if first:
+                    self.record(rule, {"for_s": (rule.end or 0) - (rule.start or 0)}, (rule.name,))
+                return rule
+        return None
+
+    def seconds_left(self, rule: Rule) -> float:
+        """Until the end of ``rule``'s window (0 when it has none or it is over)."""
+        return 0.0 if rule.end is None else max(0.0, self.started + rule.end - time.monotonic())
 
     def delay_s(self, rule: Rule, key: tuple[Any, ...]) -> float:
         """``ms`` plus a seeded share of ``jitter_ms``, in seconds."""

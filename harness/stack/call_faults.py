@@ -21,6 +21,9 @@ management (``@connections``), matched on function and operation (``PostToConnec
 ``DeleteConnection``, ``GetConnection``): ``gone`` (410 GoneException), ``throttle`` (429
 LimitExceededException, which botocore retries), ``internal_error`` (500), ``latency``.
 
+process: ``store_outage``: while it lasts, every DynamoDB call of a handler fails to connect
+(botocore retries, then the handler fails and its event source retries).
+
 And for the invocation seam's ``timeout``: a call made after the invocation's cut raises
 ``InvocationFrozen``. Decisions are keyed on the invocation's stable key, the service, operation
 and tables, the call's ordinal among the invocation's calls alike, and the attempt. Calls made
@@ -35,7 +38,7 @@ import time
 from typing import Any
 
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ReadTimeoutError
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.httpsession import URLLib3Session
 
 from ..faults.plan import FaultPlan, Rule
@@ -143,6 +146,8 @@ class CallFaults:
         call.attempt += 1
         key = (*call.key, call.attempt)
         if call.seam == "store":
+            if self.plan.ongoing("store_outage") is not None:
+                raise EndpointConnectionError(endpoint_url=request.url)
             token = call.body.get("ClientRequestToken") if call.operation == "TransactWriteItems" else None
             remembered = self._remembered(token)
             if remembered is not None:
