@@ -190,8 +190,11 @@ def parse_rule(raw: Any, default_name: str = "fault") -> Rule:
     if seam == "process" and (start is None or end is None or set(raw) & {"probability", "count", "match"}):
         raise PlanError(f"{where}: a process fault happens once over a span: give 'at' and 'for' (or a window "
                         "with start and end), and no probability, count or match")
+    params = _params(where, kind, types[kind], raw.get("params", {}))
+    if seam == "process":
+        params["seconds"] = end - start  # the span, as the report and the checkers read it
     return Rule(name, seam, kind, probability, count, start, end, _match(where, match_keys, raw.get("match")),
-                _params(where, kind, types[kind], raw.get("params", {})))
+                params)
 
 
 class FaultPlan:
@@ -243,7 +246,7 @@ class FaultPlan:
                     first = rule.name not in self._used
                     self._used[rule.name] = 1
                 if first:
-                    self.record(rule, {"for_s": (rule.end or 0) - (rule.start or 0)}, (rule.name,))
+                    self.record(rule, {"scope": "stack"}, (rule.name,))
                 return rule
         return None
 
