@@ -65,6 +65,17 @@ def test_a_bad_entry_is_one_line_naming_the_field_and_the_allowed_values(tmp_pat
     assert says in message and "\n" not in message and "'f'" in message
 
 
+@pytest.mark.parametrize(("table", "says"), [
+    ("players = 5\nsize = 3", "players (5) must be a multiple of size (3)"),
+    ("size = 1", "size must be a whole number from 2 to 32, not 1"),
+    ("crowd = 3", "[join_storm] has no key 'crowd'; keys are players, size, rounds"),
+])
+def test_a_bad_join_storm_is_one_line(tmp_path, table, says):
+    with pytest.raises(ProfileError) as caught:
+        load_profile(str(_profile(tmp_path, f"[join_storm]\n{table}\n")))
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_the_stack_refuses_a_bad_profile_before_starting(tmp_path):
     bad = _profile(tmp_path, '[[fault]]\nseam = "store"\ntype = "ThrottlingException"\nprobability = -1\n')
     done = subprocess.run([sys.executable, "-m", "harness", "up", "--profile", str(bad), "--log-dir",
