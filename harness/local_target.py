@@ -145,6 +145,9 @@ class LocalTarget:
                                       "SessionExpirySeconds=60"):
                         args += ["--parameter", parameter]
                     args += ["--schedule-interval", "5"]
+                if self.profile:  # the seams behind the gateway; the proxy serves the wire seam
+                    args += ["--profile", self.profile, "--seed", str(self.seed),
+                             "--fault-log", str(self.run_dir / "faults.jsonl")]
                 self.stack = self._start(args, "stack", timeout)
                 upstream = self.stack["websocket"]
             else:

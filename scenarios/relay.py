@@ -195,3 +195,9 @@ class Ender(RelayUser):
 def _announce(environment, **_):
     if RUN.run_dir is not None:
         print(f"relay-harness: players go to {environment.host}", flush=True)
+
+
+# A chaos profile's [join_storm] table releases players into one (type, size) at the same instant.
+from harness.join_storm import install as install_join_storm  # noqa: E402
+
+install_join_storm(events)

@@ -16,8 +16,17 @@
     type = "mass_disconnect"
     at = 30
 
-Each seam validates the entries addressed to it; a profile naming a seam nobody serves is an error.
-A bare NAME refers to ``scenarios/profiles/NAME.toml``.
+    [[fault]]
+    seam = "invocation"                       # the seams behind the gateway: harness/faults/plan.py
+    type = "error_after"
+    match = { function = "StreamFunction" }
+
+    [join_storm]                              # optional: harness/join_storm.py
+    players = 6
+
+Every entry is validated when the profile is loaded, before anything starts: the wire seam's by
+``harness/proxy/faults.py``, the others' by ``harness/faults/plan.py``. A bare NAME refers to
+``scenarios/profiles/NAME.toml``.
 """
 
 from __future__ import annotations
@@ -27,8 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..proxy.faults import FaultSpecError, parse_fault
+from .log import FaultLog
+from .plan import SEAMS, FaultPlan, PlanError, Rule, parse_rule
+
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "scenarios" / "profiles"
-KNOWN_SEAMS = ("wire",)
+KNOWN_SEAMS = ("wire", *SEAMS)
 
 
 class ProfileError(ValueError):
@@ -42,9 +55,14 @@ class Profile:
     description: str = ""
     seed: int | None = None
     faults: list[dict[str, Any]] = field(default_factory=list)
+    join_storm: Any = None  # harness.join_storm.StormSettings when the profile has a [join_storm] table
 
     def for_seam(self, seam: str) -> list[dict[str, Any]]:
         return [f for f in self.faults if f.get("seam", "wire") == seam]
+
+    def rules(self) -> list[Rule]:
+        """The rules of the seams behind the gateway (already validated by ``load_profile``)."""
+        return [parse_rule(f) for f in self.faults if f.get("seam", "wire") != "wire"]
 
 
 def resolve_profile_path(name_or_path: str) -> Path:
@@ -67,19 +85,40 @@ def load_profile(name_or_path: str) -> Profile:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"chaos profile {path}: not valid TOML ({exc})") from None
-    unknown = set(data) - {"description", "seed", "fault"}
+    unknown = set(data) - {"description", "seed", "fault", "join_storm"}
     if unknown:
         raise ProfileError(f"chaos profile {path}: unknown key {sorted(unknown)[0]!r}; "
-                           "a profile has description, seed and [[fault]] entries")
+                           "a profile has description, seed, [[fault]] entries and a [join_storm] table")
     faults = data.get("fault", [])
     if not isinstance(faults, list) or not all(isinstance(f, dict) for f in faults):
         raise ProfileError(f"chaos profile {path}: faults are written as [[fault]] tables")
     for index, fault in enumerate(faults):
         fault.setdefault("name", f"{path.stem}-{index + 1}")
         if fault.get("seam", "wire") not in KNOWN_SEAMS:
-            raise ProfileError(f"chaos profile {path}: fault {fault['name']!r} names seam {fault['seam']!r}, which "
-                               f"no part of the harness serves yet (served: {', '.join(KNOWN_SEAMS)})")
+            raise ProfileError(f"chaos profile {path}: fault {fault['name']!r}: 'seam' must be one of "
+                               f"{', '.join(KNOWN_SEAMS)}, not {fault['seam']!r}")
+        try:
+            parse_fault(fault) if fault.get("seam", "wire") == "wire" else parse_rule(fault)
+        except (FaultSpecError, PlanError) as exc:
+            raise ProfileError(f"chaos profile {path}: {exc}") from None
+    names = [f["name"] for f in faults]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ProfileError(f"chaos profile {path}: two faults are named {duplicated[0]!r}; names must be unique")
     seed = data.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ProfileError(f"chaos profile {path}: seed must be a whole number")
-    return Profile(path.stem, path, str(data.get("description", "")), seed, faults)
+    storm = None
+    if "join_storm" in data:
+        from ..join_storm import StormError, parse_storm
+
+        try:
+            storm = parse_storm(data["join_storm"])
+        except StormError as exc:
+            raise ProfileError(f"chaos profile {path}: {exc}") from None
+    return Profile(path.stem, path, str(data.get("description", "")), seed, faults, storm)
+
+
+def load_plan(name_or_path: str, seed: int, fault_log: Path | None) -> FaultPlan:
+    """The seams behind the gateway's plan from a profile; raises ProfileError for a bad profile."""
+    return FaultPlan(load_profile(name_or_path).rules(), seed, FaultLog(fault_log))

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from ..cli import UsageError
+from ..faults.profile import ProfileError, load_plan
 from ..lifecycle import wait_until_stopped
 from .dynamodb import DynamoDBUnavailable, LocalDynamoDB
 from .local_stack import DEFAULT_TEMPLATE, LocalStack, StackError, StackOptions
@@ -91,6 +92,10 @@ def add_parser(sub: Any) -> None:
     up.add_argument("--max-message-bytes", type=_POSITIVE_INT, default=128 * 1024, help="bytes (API Gateway: 131072)")
     up.add_argument("--concurrency", type=_POSITIVE_INT, default=16, help="concurrent invocations per function")
     up.add_argument("--quiet", action="store_true", help="do not echo the stack log to stderr")
+    up.add_argument("--profile", help="chaos profile (NAME or FILE.toml) whose invocation, store and management "
+                                      "faults to inject")
+    up.add_argument("--seed", type=int, default=0, help="every fault decision derives from it (default 0)")
+    up.add_argument("--fault-log", type=Path, help="append injected faults here (JSON lines; the proxy may share it)")
     up.set_defaults(run=run_up)
 
     ddb = sub.add_parser("dynamodb", help="run only the local DynamoDB, so a restarted stack keeps its data")
@@ -102,6 +107,10 @@ def add_parser(sub: Any) -> None:
 
 def run_up(args: argparse.Namespace) -> int:
     check_template(args.template)
+    try:
+        faults = load_plan(args.profile, args.seed, args.fault_log) if args.profile else None
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from None
     options = StackOptions(
         template=args.template, host=args.host, websocket_port=args.port, http_port=args.http_port,
         management_port=args.management_port, dynamodb_port=args.dynamodb_port,
@@ -109,7 +118,7 @@ def run_up(args: argparse.Namespace) -> int:
         parameters=_pairs(args.parameter, "--parameter"), remote_functions=_pairs(args.function, "--function"),
         log_dir=args.log_dir, echo=None if args.quiet else sys.stderr, ttl_delay=args.ttl_delay,
         schedule_interval=args.schedule_interval, concurrency=args.concurrency,
-        quotas=Quotas(args.max_message_bytes, args.idle_timeout, args.max_connection_duration))
+        quotas=Quotas(args.max_message_bytes, args.idle_timeout, args.max_connection_duration), faults=faults)
     stack = LocalStack(options)
     try:
         stack.start()

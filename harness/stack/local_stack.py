@@ -11,9 +11,12 @@ from typing import Any, TextIO
 
 import boto3
 
+from ..faults.plan import FaultPlan
 from . import dynamodb as local_ddb
+from .call_faults import CallFaults
 from .deployment import Deployment, deployment_context, load_deployment
 from .http_api import HttpApiServer, HttpRoute
+from .invocation_faults import EventIdentities, FaultyFunction
 from .logs import StackLog, route_function_output
 from .management_api import ManagementApiServer
 from .runtime import Function, FunctionSpec, InProcessFunction, RemoteFunction
@@ -51,6 +54,7 @@ class StackOptions:
     schedule_interval: float | None = None
     quotas: Quotas = field(default_factory=Quotas)
     concurrency: int = 16
+    faults: FaultPlan | None = None  # the invocation, store and management seams' rules
 
 
 def _shared_environment(specs: list[FunctionSpec], base: dict[str, str]) -> dict[str, str]:
@@ -83,6 +87,7 @@ class LocalStack:
         self.deployment: Deployment | None = None
         self._saved_environment: dict[str, str | None] = {}
         self.tables: dict[str, str] = {}  # logical id -> table name
+        self.call_faults: CallFaults | None = None
 
     # ---- start / stop ---------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -116,6 +121,7 @@ class LocalStack:
         http_routes = [HttpRoute(method, path, self.functions[name]) for method, path, name in deployment.http_routes]
         self.http = HttpApiServer(http_routes, deployment.stage, self.log, options.host, options.http_port).start()
         self._start_event_sources(deployment)
+        self._install_call_faults()
         self.log.line("stack", f"up: {json.dumps(self.endpoints)}")
 
     def _start_dynamodb(self) -> None:
@@ -162,11 +168,30 @@ class LocalStack:
         for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
             os.environ.pop(key, None)
         route_function_output(self.log)
+        identities = EventIdentities()
         for name, spec in deployment.functions.items():
+            function: Function
             if name in self.options.remote_functions:
-                self.functions[name] = RemoteFunction(spec, self.options.remote_functions[name], self.log)
+                function = RemoteFunction(spec, self.options.remote_functions[name], self.log)
             else:
-                self.functions[name] = InProcessFunction(spec, self.log, self.options.concurrency, _REGION)
+                function = InProcessFunction(spec, self.log, self.options.concurrency, _REGION)
+            if self.options.faults is not None:
+                function = FaultyFunction(function, self.options.faults, self.log, identities)
+            self.functions[name] = function
+
+    def _install_call_faults(self) -> None:
+        """The store and management seams hook boto3's default session, from which the clients the
+        handlers create from now on take their event handlers; time windows count from here."""
+        plan = self.options.faults
+        if plan is None:
+            return
+        if plan.has("store") or plan.has("management") or plan.has("invocation", "timeout") or plan.has(
+                "process", "store_outage"):
+            if boto3.DEFAULT_SESSION is None:
+                boto3.setup_default_session()
+            self.call_faults = CallFaults(plan, self.tables)
+            self.call_faults.install(boto3.DEFAULT_SESSION.events)
+        plan.start()
 
     def _start_event_sources(self, deployment: Deployment) -> None:
         streams_client = local_ddb.client(self.dynamodb_endpoint, "dynamodbstreams")
@@ -210,6 +235,9 @@ class LocalStack:
                 source.wake.set()
 
     def stop(self) -> None:
+        if self.call_faults is not None:
+            self.call_faults.uninstall()
+            self.call_faults = None
         if self.sources and boto3.DEFAULT_SESSION is not None:
             boto3.DEFAULT_SESSION.events.unregister("after-call.dynamodb", self._wake_sources)
         if self.scheduler:
@@ -225,7 +253,7 @@ class LocalStack:
         if self.management:
             self.management.stop()
         for function in self.functions.values():
-            if isinstance(function, InProcessFunction):
+            if isinstance(function, InProcessFunction | FaultyFunction):
                 function.close()
         if self.dynamodb:
             self.dynamodb.stop()

@@ -2,7 +2,8 @@
 
 ``stack.log`` holds gateway events and every line a handler logs or prints, prefixed with the
 function name and request id; ``invocations.jsonl`` holds one record per invocation (function,
-request id, duration, error) for the report's function-health checker.
+request id, duration, error) for the report's function-health checker; an invocation an injected
+fault cut short is left out of it (the fault log has it).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class StackLog:
         if error:
             record["error"] = f"{error.get('errorType')}: {error.get('errorMessage', '')}"
         with self._lock:
-            if self._records is not None:
+            if self._records is not None and not invocation.cut:
                 self._records.write(json.dumps(record) + "\n")
                 self._records.flush()
 

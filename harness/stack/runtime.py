@@ -8,6 +8,9 @@ time, as Lambda runs one invocation per warm instance. Where this differs from L
   the process (the stack refuses them with a one-line error; serve one over the Invoke API);
 - a handler that overruns its timeout is reported failed at the deadline, as on Lambda, but its
   thread runs on to the end (Lambda would freeze it): side effects after the deadline happen.
+Lambda runs one invocation per process; here a function's threads share one process with other
+functions, so work a handler hands to a ``concurrent.futures`` pool keeps the handler's invocation
+context (its function and request id in the logs, the fault seams' keys).
 Every event is sent through JSON first, so handlers only ever see what Lambda would give them.
 """
 
@@ -33,6 +36,17 @@ from typing import Any, Protocol
 
 from .logs import StackLog, current_invocation, route_prints
 
+# Seconds after which the invocation is reported timed out although its timeout is longer (the
+# invocation seam's ``timeout`` fault sets it).
+invocation_cut: contextvars.ContextVar[float | None] = contextvars.ContextVar("invocation_cut", default=None)
+_plain_submit = ThreadPoolExecutor.submit
+
+
+def _submit_in_context(self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    if current_invocation.get() is None:
+        return _plain_submit(self, fn, *args, **kwargs)
+    return _plain_submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
+
 
 @dataclass(frozen=True)
 class FunctionSpec:
@@ -52,6 +66,7 @@ class Invocation:
     payload: Any = None
     error: dict[str, Any] | None = None
     duration_ms: float = 0.0
+    cut: bool = False  # reported timed out by an injected fault, not by the handler's own timeout
 
     @property
     def failed(self) -> bool:
@@ -104,6 +119,7 @@ class InProcessFunction:
         self.executor = ThreadPoolExecutor(max_workers=concurrency * 2, thread_name_prefix=spec.logical_id)
         self._handler: Callable[[dict[str, Any], Any], Any] | None = None
         self._import_lock = threading.Lock()
+        ThreadPoolExecutor.submit = _submit_in_context  # type: ignore[method-assign]
 
     def _load(self) -> Callable[[dict[str, Any], Any], Any]:
         with self._import_lock:
@@ -137,10 +153,13 @@ class InProcessFunction:
             future = self.executor.submit(contextvars.copy_context().run, self._run, handler, payload, context)
             # Wait first, then look: a handler may itself raise TimeoutError, which must not pass for
             # the runtime's timeout (concurrent.futures.TimeoutError is the same class).
-            done, _ = wait([future], timeout=self.spec.timeout)
+            cut = invocation_cut.get()
+            limit = self.spec.timeout if cut is None else min(cut, self.spec.timeout)
+            done, _ = wait([future], timeout=limit)
             if not done:
+                invocation.cut = cut is not None and cut < self.spec.timeout
                 invocation.error = {"errorType": "Sandbox.Timedout",
-                                    "errorMessage": f"Task timed out after {self.spec.timeout:.2f} seconds"}
+                                    "errorMessage": f"Task timed out after {limit:.2f} seconds"}
             else:
                 invocation.payload = future.result()
         except Exception as exc:
