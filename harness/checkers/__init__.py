@@ -13,7 +13,20 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 
-from . import cleanup, client_errors, delivery, health, liveness, membership, notifications, pinned
+from . import (
+    cleanup,
+    client_errors,
+    delivery,
+    fanout,
+    health,
+    live_cleanup,
+    liveness,
+    membership,
+    notifications,
+    pinned,
+    recovery,
+    session_end,
+)
 from .model import CheckResult, Run
 
 Checker = Callable[[Run], CheckResult]
@@ -24,6 +37,10 @@ CHECKERS: list[tuple[str, str, int, Checker]] = [
     ("delivery", "Message delivery", 3, delivery.check),
     ("notifications", "Membership notifications", 2, notifications.check),
     ("client_errors", "Client-visible errors", 2, client_errors.check),
+    ("session_end", "END_SESSION ends the session for everyone", 2, session_end.check),
+    ("recovery", "HEARTBEAT waitingFor brings lost notices back", 2, recovery.check),
+    ("fanout", "A gone socket does not stop a fan-out", 2, fanout.check),
+    ("live_cleanup", "Clean-up spares live players", 2, live_cleanup.check),
     ("pinned", "Pinned message convergence", 1, pinned.check),
     ("cleanup", "Expiry clean-up", 1, cleanup.check),
     ("health", "Function health", 2, health.check),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from .model import GRACE_S, CheckResult, Finding, Run
+from .model import GRACE_S, CheckResult, Finding, Run, fault_span
 
 
 def _caused_by(run: Run, invocation: dict[str, Any]) -> list[dict[str, Any]]:
@@ -22,7 +22,7 @@ def _caused_by(run: Run, invocation: dict[str, Any]) -> list[dict[str, Any]]:
         target = fault.get("target") or {}
         same_request = target.get("request_id") == invocation.get("request_id")
         during = fault.get("seam") != "invocation" and target.get("function") in (None, invocation["function"]) \
-            and start - GRACE_S * 1000 <= fault["t"] <= end
+            and start - GRACE_S * 1000 <= fault["t"] + 1000 * fault_span(fault) and fault["t"] <= end
         if same_request or during:
             hits.append(fault)
     return hits
