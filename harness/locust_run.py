@@ -98,6 +98,9 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--cleanup-wait", type=float, default=0.0,
                        help="after the run, wait this long before scanning the store for leftovers (the local "
                             "stack then uses its shortest expiries; 90 is enough)")
+    group.add_argument("--short-expiry", action="store_true",
+                       help="the local stack uses its shortest expiries and a 5 s clean-up schedule, so the relay's "
+                            "clean-up runs during play (--cleanup-wait implies it)")
     group.add_argument("--rules", choices=("auto", "protocol", "reference"), default="auto",
                        help="which rules the checkers apply: the protocol's, or also the reference relay's own "
                             "choices (auto: reference when the local stack runs the reference relay)")
@@ -183,7 +186,7 @@ def on_init(environment: Environment, **_: Any) -> None:
     host = environment.host or ""
     if not host or options.chaos_profile:
         RUN.target = LocalTarget(RUN.run_dir, seed=options.seed, profile=options.chaos_profile or None,
-                                 upstream=host or None, short_expiry=options.cleanup_wait > 0,
+                                 upstream=host or None, short_expiry=options.short_expiry or options.cleanup_wait > 0,
                                  template=options.template or None)
         try:
             RUN.target.start()

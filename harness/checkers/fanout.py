@@ -66,21 +66,7 @@ def _around(gone: list[Socket], receiver: Socket, t: float) -> list[Record]:
 
 
 def _could_hit(run: Run, send: Record, receiver: Socket, start: float, end: float) -> list[dict[str, Any]]:
-    """Faults that could have lost this message: on its way in (the sender's upstream, as it was
-    sent, within 0.3 s), on its way out (the receiver's downstream, before the deadline), or proxy-wide."""
-    pid = send["pid"]
-
-    def names_it(fault: dict[str, Any]) -> bool:
-        pids = (fault.get("target") or {}).get("pids")
-        return pids is None or pid in pids
-
-    def on_way(fault: dict[str, Any], direction: str, t0: float, t1: float) -> bool:
-        target = fault.get("target") or {}
-        return (target.get("direction") in (direction, "both", None) and t0 <= float(fault["t"]) <= t1
-                and names_it(fault))
-
-    sender_faults = run.faults_by_client.get(send["client"], [])
-    inbound = [f for f in sender_faults if on_way(f, "upstream", start - 300, start + 300)]
-    outbound = [f for f in run.faults_by_client.get(receiver.client, []) if on_way(f, "downstream", start, end)]
-    wide = [f for f in run.proxy_wide if start - 1000 <= float(f["t"]) <= end]
-    return inbound + outbound + wide
+    """Faults that could have lost this message (``Run.loss_faults``: that message dropped on either
+    socket, either socket ended, a stack-side fault), or a proxy-wide one in its window."""
+    return run.loss_faults(send["pid"], send["client"], send["conn"], receiver.client, receiver.conn, start, end) + [
+        f for f in run.proxy_wide if start - 1000 <= float(f["t"]) <= end]

@@ -51,7 +51,7 @@ def check(run: Run) -> CheckResult:
         last_beat = max((b for b in beats if b <= t), default=None)
         if last_beat is None or t - last_beat > live:
             continue
-        faults = [f for f in run.faults_near(socket.client, last_beat, t)
+        faults = [f for f in run.faults_around(socket.client, socket.conn, last_beat, t)
                   if kind != "socket closed by the relay" or f["fault"] in _SOCKET_FAULTS]
         answered = next(r for r in socket.received("HEARTBEAT") if float(r["t"]) == last_beat)
         finding = Finding("no live player is cleaned up",

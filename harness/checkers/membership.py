@@ -9,14 +9,24 @@ from collections import defaultdict
 from .model import CheckResult, Finding, Run, excerpt, slot
 
 
-def _who(record: dict) -> str:
-    """The member a record speaks for; without a member id (its CONNECTION frame was lost), the
-    client's session attempt, which is one member."""
-    return record.get("member") or f"client {record['client']} attempt {record.get('attempt', '?')}"
+def _identities(run: Run) -> dict[tuple[str, object], str]:
+    """(client, session attempt) -> its member id, from any record of that attempt: a record made
+    before the client learnt its id (its CONNECTION frame was lost) still speaks for that member."""
+    members: dict[tuple[str, object], str] = {}
+    for record in run.history:
+        if record.get("member"):
+            members.setdefault((record["client"], record.get("attempt")), record["member"])
+    return members
+
+
+def _who(record: dict, identities: dict[tuple[str, object], str]) -> str:
+    key = (record["client"], record.get("attempt"))
+    return record.get("member") or identities.get(key) or f"client {key[0]} attempt {key[1] or '?'}"
 
 
 def check(run: Run) -> CheckResult:
     result = CheckResult("membership", "Membership safety", weight=3)
+    identities = _identities(run)
     starts = run.received("SESSION_CONNECT")
     by_session: dict[str, list[dict]] = defaultdict(list)
     for record in starts:
@@ -33,7 +43,7 @@ def check(run: Run) -> CheckResult:
         size = sizes_of[session_id] = max(sizes)
         slots: dict[int | None, set[str]] = defaultdict(set)
         for record in records:
-            slots[slot(record["msg"].get("memberNum"))].add(_who(record))
+            slots[slot(record["msg"].get("memberNum"))].add(_who(record, identities))
         for num, members in sorted(slots.items(), key=lambda item: (item[0] is None, item[0] or 0)):
             if num is None or not 0 <= num < size:
                 result.violations.append(Finding("slots are 0..N-1", f"session {session_id}: slot {num} outside "
@@ -44,7 +54,7 @@ def check(run: Run) -> CheckResult:
                     "one member per slot",
                     f"session {session_id}: slot {num} held by {len(members)} members: {', '.join(sorted(members))}",
                     excerpt(held)))
-        members = {_who(r) for r in records}
+        members = {_who(r, identities) for r in records}
         if len(members) > size:
             result.violations.append(Finding("no over-full session", f"session {session_id} held {len(members)} "
                                              f"members, its target is {size}", excerpt(records)))
@@ -59,7 +69,7 @@ def check(run: Run) -> CheckResult:
             result.violations.append(Finding("no member in two sessions", f"member {member} was put in "
                                              f"{len(sessions)} sessions", excerpt(shown)))
 
-    _private_sessions(run, by_session, result)
+    _private_sessions(run, by_session, result, identities)
     _message_slots(run, sizes_of, result)
     return result
 
@@ -82,7 +92,8 @@ def _message_slots(run: Run, sizes_of: dict[str, int], result: CheckResult) -> N
                                          f"{', '.join(nums)}, outside 0..{sizes_of[session_id] - 1}", excerpt(records)))
 
 
-def _private_sessions(run: Run, by_session: dict[str, list[dict]], result: CheckResult) -> None:
+def _private_sessions(run: Run, by_session: dict[str, list[dict]], result: CheckResult,
+                      identities: dict[tuple[str, object], str]) -> None:
     hosts: dict[str, set[str]] = defaultdict(set)
     for record in run.received("PRIVATE_SESSION_PENDING"):
         hosts[record["msg"].get("sessionId")].add(record["client"])
@@ -101,5 +112,6 @@ def _private_sessions(run: Run, by_session: dict[str, list[dict]], result: Check
             if record["client"] in allowed_clients or record.get("member") in allowed_members:
                 continue
             result.violations.append(Finding("a private session holds only those who joined it",
-                                             f"private session {session_id} started with {_who(record)}, who never "
+                                             f"private session {session_id} started with "
+                                             f"{_who(record, identities)}, who never "
                                              "asked to join it", excerpt([record])))

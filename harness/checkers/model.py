@@ -206,6 +206,14 @@ class Run:
         return [f for f in self.stack_faults if f["t"] <= end_t + grace and f["t"] + 1000 * fault_span(f) >= start_t
                 - grace and (f.get("target") or {}).get("client") in (None, *clients)]
 
+    def faults_around(self, client: str, conn: int | None, start_t: float, end_t: float) -> list[dict[str, Any]]:
+        """Every injected fault that touched this client socket, or everyone, from ``GRACE_S`` before
+        ``start_t`` to ``end_t``: the socket's own wire faults, proxy-wide ones and stack-side ones."""
+        grace = GRACE_S * 1000
+        own = [f for f in self.socket_faults(client, conn) if start_t - grace <= f["t"] <= end_t]
+        wide = [f for f in self.proxy_wide if f["t"] <= end_t and f["t"] + 1000 * fault_span(f) >= start_t - grace]
+        return own + wide + self.stack_faults_near(start_t, end_t, client)
+
     def proxy_wide_near(self, start_t: float, end_t: float, kinds: frozenset[str] | set[str]) -> list[dict]:
         grace = GRACE_S * 1000
         return [f for f in self.proxy_wide if f["fault"] in kinds and f["t"] <= end_t + grace

@@ -62,7 +62,8 @@ def _told(run: Run, result: CheckResult, session: str, end: Record, members: lis
         result.checked += 1
         if verdict == "told":
             continue
-        faults = run.faults_near(socket.client, t_end, deadline) + run.faults_near(end["client"], t_end, deadline)
+        faults = run.faults_around(socket.client, socket.conn, t_end, deadline) + run.faults_around(
+            end["client"], end["conn"], t_end, deadline)
         finding = Finding("every connected member gets SESSION_END",
                           f"{socket.client} was in session {session} when {end['client']} ended it, and {verdict}",
                           excerpt([end, *evidence]), faults)
