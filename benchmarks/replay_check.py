@@ -22,9 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.seed_sweep import run_once
 from harness.history import read_history
+from tests.planted import planted_relay
 
-NAIVE_TEMPLATE = "tests/fixtures/naive_relay/template.yaml"
 _CLIENT_CONN = re.compile(r"[?&]client=([^&#]+)&conn=(\d+)")
+
+
+def naive_template(folder: Path) -> Path:
+    """The planted-bug relay of tests/fixtures/naive_relay: the reference relay with a stream handler
+    that is not designed for retries."""
+    return planted_relay(folder / "naive-relay", "naive_relay/src", {"StreamFunction": "naive_stream.handler"})
 
 
 def decision_keys(run_dir: Path, by_socket: bool = False) -> set[str]:
@@ -77,7 +83,7 @@ def main() -> int:
     failed = []
     for number in range(1, args.fixture_runs + 1):
         outcome = run_once(out / f"naive-{number}", profile=None, seed=args.seed, users=12, duration=15,
-                           extra=("--template", NAIVE_TEMPLATE, "--heartbeat-interval", "1"), lock=args.lock)
+                           extra=("--template", str(naive_template(out)), "--heartbeat-interval", "1"), lock=args.lock)
         failed.append(outcome.verdict == "fail")
         print(f"naive relay run {number}: {outcome.verdict} - {'; '.join(outcome.findings[:2])}", flush=True)
     if failed:

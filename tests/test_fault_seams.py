@@ -18,26 +18,18 @@ from harness.faults.log import FaultLog
 from harness.faults.plan import FaultPlan, parse_rule
 from harness.faults.profile import ProfileError, load_profile
 from harness.stack.local_stack import LocalStack, StackOptions
+from tests.planted import planted_relay
 from tests.stack_support import Client, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-PLANTED = ROOT / "tests" / "fixtures" / "planted_relay"
 
 
 def planted_template(directory: Path, websocket: str | None = None, stream: str | None = None) -> Path:
     """The reference template with a planted module (tests/fixtures/planted_relay) as the
     WebSocketFunction's and/or the StreamFunction's handler; returns its path."""
-    text = (ROOT / "reference_relay" / "template.yaml").read_text()
-    text = text.replace("    CodeUri: src/\n", f"    CodeUri: {ROOT / 'reference_relay' / 'src'}/\n", 1)
-    for module, handler in ((websocket, "simple_relay.websocket_handler.handler"),
-                            (stream, "simple_relay.stream_handler.handler")):
-        if module is not None:
-            assert f"      Handler: {handler}\n" in text
-            text = text.replace(f"      Handler: {handler}\n", f"      Handler: {module}.handler\n"
-                                                                f"      CodeUri: {PLANTED}/\n")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "template.yaml").write_text(text)
-    return directory / "template.yaml"
+    swaps = {function: f"{module}.handler" for function, module in (("WebSocketFunction", websocket),
+                                                                      ("StreamFunction", stream)) if module}
+    return planted_relay(directory, "planted_relay", swaps)
 
 
 def _profile(tmp_path: Path, text: str) -> Path:

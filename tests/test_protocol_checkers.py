@@ -14,6 +14,7 @@ import pytest
 
 from harness.checkers import fanout, live_cleanup, recovery, session_end
 from harness.checkers.model import Run
+from tests.planted import planted_relay
 from tests.test_checkers import got, joined, r, sent
 
 
@@ -211,7 +212,6 @@ def test_protocol_checkers_take_numbers_sent_as_strings():
 
 # ---- real runs: each planted bug is caught; the reference relay stays clean ------------------------
 ROOT = Path(__file__).resolve().parent.parent
-PLANTED = ROOT / "tests" / "fixtures" / "planted_bugs" / "template.yaml"
 LOSE_JOIN_NOTICES = "".join(f"""
 [[fault]]
 type = "drop"
@@ -238,7 +238,8 @@ def _locust(tmp_path: Path, *args: str, bug: str | None = None, profile: str | N
     env = dict(os.environ)
     if bug:
         env["PLANTED_BUG"] = bug
-        options += ["--template", str(PLANTED)]
+        template = planted_relay(tmp_path / "relay", "planted_bugs/src", {"WebSocketFunction": "planted.handler"})
+        options += ["--template", str(template)]
     result = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", *options], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=240)
     assert result.returncode in (0, 1) and (run_dir / "history.jsonl").exists(), result.stderr[-3000:]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.history import read_history
+from tests.planted import planted_relay
 from tests.stack_support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,8 +135,9 @@ def test_bad_options_get_one_line_errors():
 def test_a_relay_whose_stream_handler_is_not_designed_for_retries_fails_the_run(tmp_path):
     """The original's weakness put back (tests/fixtures/naive_relay): the run must exit 1 and say why."""
     run_dir = tmp_path / "run"
+    template = planted_relay(tmp_path / "relay", "naive_relay/src", {"StreamFunction": "naive_stream.handler"})
     result = _locust("--headless", "-u", "12", "-r", "12", "-t", "15s", "--run-dir", str(run_dir),
-                     "--heartbeat-interval", "1", "--template", "tests/fixtures/naive_relay/template.yaml")
+                     "--heartbeat-interval", "1", "--template", str(template))
     assert result.returncode == 1, result.stderr[-3000:]
     checks = {c["name"]: c for c in json.loads((run_dir / "results.json").read_text())["checks"]}
     assert checks["notifications"]["status"] == "fail"
