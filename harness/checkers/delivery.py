@@ -87,7 +87,7 @@ def _order(run: Run, client: str, records: list[dict], invokes: dict[str, dict],
                 faults += run.message_faults(sender, key[1], {"reorder"}, pid=pid, direction="upstream")
             # A stack-side fault can hold one invocation back (a store outage past the handler's
             # timeout: the local runtime cannot kill the overrunning thread, which sends later).
-            faults += run.stack_faults_near(invokes[earlier["pid"]]["t"], record["t"], sender, client)
+            faults += run.stack_faults_near(invokes[earlier["pid"]]["t"], record["t"], sender, client, slowing=True)
             finding = Finding("per-sender order kept", f"{client} received {record['pid']} after {earlier['pid']}",
                               excerpt([earlier, record]), faults)
             (result.explained if faults else result.violations).append(finding)

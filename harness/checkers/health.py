@@ -3,25 +3,30 @@ to the on-failure destination), counted from the local stack's logs.
 
 Invocations that started after the load stopped (run.json ``ended_t``) are the run's teardown, not
 the relay's behaviour: they are counted in a note, never judged. A failure that an injected fault
-caused (an invocation fault on that very request, or a store, management or process fault during
-it) is explained, not a violation."""
+caused (an invocation fault on that very request, or a process fault such as a store outage while it
+ran) is explained, not a violation; store and management faults are transient answers a relay must
+survive, never an excuse."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from typing import Any
 
-from .model import GRACE_S, CheckResult, Finding, Run, fault_span
+from .model import GRACE_S, SLOWING, CheckResult, Finding, Run, fault_span
 
 
 def _caused_by(run: Run, invocation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The injected faults that made this invocation fail: an invocation fault on that very request,
+    or a process fault (a store outage) while it ran. Store and management faults are transient
+    answers a relay must survive (botocore retries them, contention is retried): they explain no
+    handler error."""
     end = invocation["t"]
     start = end - float(invocation.get("duration_ms") or 0)
     hits = []
     for fault in run.stack_faults:
         target = fault.get("target") or {}
-        same_request = target.get("request_id") == invocation.get("request_id")
-        during = fault.get("seam") != "invocation" and target.get("function") in (None, invocation["function"]) \
+        same_request = fault.get("seam") == "invocation" and target.get("request_id") == invocation.get("request_id")
+        during = fault.get("seam") == "process" and fault["fault"] not in SLOWING \
             and start - GRACE_S * 1000 <= fault["t"] + 1000 * fault_span(fault) and fault["t"] <= end
         if same_request or during:
             hits.append(fault)

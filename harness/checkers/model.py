@@ -33,6 +33,8 @@ RULE_SETS = ("protocol", "reference")
 SOCKET_ENDING = frozenset({"reset", "close", "timeout", "blackhole", "limit_data", "mass_disconnect"})
 MESSAGE_LOSING = frozenset({"drop", "corrupt", "truncate"})
 STATUSES = ("pass", "fail", "not exercised", "error", "skipped")
+# Stack-side faults that only slow things down: they can reorder or delay, never fail or lose.
+SLOWING = frozenset({"latency", "cold_start", "stream_stall"})
 
 
 def number(value: Any) -> float | None:
@@ -199,12 +201,15 @@ class Run:
     def socket_faults(self, client: str, conn: int | None) -> list[dict[str, Any]]:
         return self.faults_by_socket.get((client, conn), []) if conn is not None else []
 
-    def stack_faults_near(self, start_t: float, end_t: float, *clients: str) -> list[dict[str, Any]]:
+    def stack_faults_near(self, start_t: float, end_t: float, *clients: str, slowing: bool = False
+                          ) -> list[dict[str, Any]]:
         """Faults of the invocation, store, management and process seams that could affect [start, end]
-        for these clients (those that name no client affect everyone)."""
+        for these clients (those that name no client affect everyone): the ones that make something
+        fail, and with ``slowing`` also those that only delay (which can reorder, never lose)."""
         grace = GRACE_S * 1000
         return [f for f in self.stack_faults if f["t"] <= end_t + grace and f["t"] + 1000 * fault_span(f) >= start_t
-                - grace and (f.get("target") or {}).get("client") in (None, *clients)]
+                - grace and (f.get("target") or {}).get("client") in (None, *clients)
+                and (slowing or f["fault"] not in SLOWING)]
 
     def faults_around(self, client: str, conn: int | None, start_t: float, end_t: float) -> list[dict[str, Any]]:
         """Every injected fault that touched this client socket, or everyone, from ``GRACE_S`` before
