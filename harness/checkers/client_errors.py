@@ -5,8 +5,8 @@
 - an ``ERROR`` frame (the reference relay's answer to a malformed action): a well-formed action was
   refused;
 - a frame that is not JSON.
-Each is explained only by an injected fault that could cause it: a stack-side fault (invocation,
-store, management, process) around it, or for a bad handshake or a bad frame, a wire fault on that
+Each is explained only by an injected fault that could cause it: an invocation or process fault
+around it (store and management faults are transient answers a relay must survive), or for a bad handshake or a bad frame, a wire fault on that
 very socket (the proxy answers 502 when the upstream is gone; corrupt and truncate garble frames).
 Handshakes that got no HTTP answer at all (refused, reset, timed out) are counted, not judged: they
 say the target was unreachable, which makes a run inconclusive rather than failed."""
@@ -31,6 +31,13 @@ def handshake_status(error: str) -> int | None:
     return int(leading) if leading.isdigit() and len(leading) == 3 else None
 
 
+def _failing(run: Run, record: dict) -> list[dict]:
+    """Injected faults that make a function fail outright around this record: invocation faults and
+    process faults (store and management faults are transient answers a relay must survive)."""
+    return [f for f in run.stack_faults_near(record["t"] - 1000, record["t"], record["client"])
+            if f.get("seam") in ("invocation", "process")]
+
+
 def check(run: Run) -> CheckResult:
     result = CheckResult("client_errors", "Client-visible errors", weight=2)
     unanswered = 0
@@ -44,7 +51,7 @@ def check(run: Run) -> CheckResult:
             if status is None:
                 unanswered += 1
             elif status >= 500:
-                faults = run.stack_faults_near(record["t"] - 1000, record["t"], record["client"]) + \
+                faults = _failing(run, record) + \
                     run.socket_faults(record["client"], record["conn"]) + \
                     run.proxy_wide_near(record["t"], record["t"], {"refuse"})
                 grouped[f"{status} answer to a well-formed $connect"].append((record, faults))
@@ -53,7 +60,7 @@ def check(run: Run) -> CheckResult:
             message = record.get("msg") or {}
             kind = message.get("type")
             if kind is None and "message" in message:
-                faults = run.stack_faults_near(record["t"] - 1000, record["t"], record["client"])
+                faults = _failing(run, record)
                 grouped[f"API Gateway error frame {message.get('message')!r}"].append((record, faults))
             elif kind == "ERROR":
                 faults = [f for f in run.socket_faults(record["client"], record["conn"]) if f["fault"] in _GARBLING
