@@ -6,8 +6,9 @@
   refused;
 - a frame that is not JSON.
 Each is explained only by an injected fault that could cause it: an invocation or process fault
-around it (store and management faults are transient answers a relay must survive), or for a bad handshake or a bad frame, a wire fault on that
-very socket (the proxy answers 502 when the upstream is gone; corrupt and truncate garble frames).
+around it (store and management faults are transient answers a relay must survive), or for a bad
+handshake or a bad frame, a wire fault on that very socket (the proxy answers 502 when the upstream
+is gone; corrupt and truncate garble frames).
 Handshakes that got no HTTP answer at all (refused, reset, timed out) are counted, not judged: they
 say the target was unreachable, which makes a run inconclusive rather than failed."""
 
