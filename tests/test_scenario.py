@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,6 @@ import pytest
 
 from harness.history import read_history
 from tests.planted import planted_relay
-from tests.stack_support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,33 +77,6 @@ def _render_in_chromium(page: Path) -> None:
     assert screenshot.exists() and screenshot.stat().st_size > 10_000, result.stderr[-2000:]
     console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
     assert console == []
-
-
-def test_an_interrupted_run_still_writes_a_report_marked_partial(tmp_path):
-    run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", "6",
-                                "-r", "6", "-t", "120s", "--run-dir", str(run_dir), "--heartbeat-interval", "1"],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_until(lambda: (run_dir / "history.jsonl").exists() and (run_dir / "history.jsonl").stat().st_size > 5000,
-                   timeout=90, what="the run to be under way")
-    finally:
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=120)
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["partial"] is True
-    assert process.returncode in (0, 1, 3), err[-2000:]  # the report's statuses: pass, violations, inconclusive
-    assert "(partial)" in out
-
-
-def test_two_processes_write_one_merged_history(tmp_path):
-    run_dir = tmp_path / "run"
-    result = _locust("--headless", "--processes", "2", "-u", "12", "-r", "12", "-t", "15s", "--run-dir", str(run_dir),
-                     "--heartbeat-interval", "2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    history = _check_run(run_dir)
-    workers = {r["client"].split("-")[0] for r in history}
-    assert workers == {"w0", "w1"}, workers
 
 
 def test_a_chaos_profile_injects_faults_that_land_in_the_fault_log(tmp_path):
