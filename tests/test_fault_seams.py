@@ -255,7 +255,7 @@ def test_a_profile_fails_its_planted_bug_and_passes_the_reference_relay(tmp_path
     template = [] if caught_by is None else ["--template", str(planted_template(tmp_path / "relay", websocket,
                                                                                  stream))]
     done = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", "12",
-                           "-r", "12", "-t", "15s", "--chaos-profile", profile, "--seed", "1", "--run-dir",
+                           "-r", "12", "-t", "12s", "--chaos-profile", profile, "--seed", "1", "--run-dir",
                            str(run_dir), *template], cwd=ROOT, capture_output=True, text=True, timeout=150)
     results = json.loads((run_dir / "results.json").read_text())
     failed = {c["name"]: [v["message"] for v in c["violations"]][:3] for c in results["checks"]
