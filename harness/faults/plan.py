@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import fault_name
 from .decisions import decide, uniform
 from .log import FaultLog
 
@@ -166,12 +167,7 @@ def _match(where: str, keys: tuple[str, ...], raw: Any) -> tuple[tuple[str, tupl
 
 def parse_rule(raw: Any, default_name: str = "fault") -> Rule:
     """Validate one non-wire ``[[fault]]`` table. Raises PlanError with a one-line reason."""
-    if not isinstance(raw, dict):
-        raise PlanError(f"a fault must be a table of fields, not {raw!r}")
-    name = raw.get("name", default_name)
-    where = f"fault {name!r}"
-    if not isinstance(name, str) or not name:
-        raise PlanError(f"{where}: 'name' must be a non-empty string")
+    name, where = fault_name(raw, default_name, PlanError)
     seam = raw.get("seam")
     if seam not in SEAMS:
         raise PlanError(f"{where}: 'seam' must be one of wire, {', '.join(SEAMS)}, not {seam!r}")

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..faults import fault_name
 from .frames import OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
 
 # Per message: decided for each whole message (or control frame) that matches.
@@ -145,12 +146,7 @@ def _match(where: str, raw: Any) -> Match:
 
 def parse_fault(raw: dict[str, Any], default_name: str = "fault") -> FaultSpec:
     """Validate one spec. Raises FaultSpecError with a one-line reason and how to fix it."""
-    if not isinstance(raw, dict):
-        raise FaultSpecError(f"a fault must be a table of fields, not {raw!r}")
-    name = raw.get("name", default_name)
-    where = f"fault {name!r}"
-    if not isinstance(name, str) or not name:
-        raise FaultSpecError(f"{where}: 'name' must be a non-empty string")
+    name, where = fault_name(raw, default_name, FaultSpecError)
     unknown = set(raw) - _KNOWN_KEYS
     if unknown:
         raise FaultSpecError(f"{where}: unknown field {sorted(unknown)[0]!r}; "
