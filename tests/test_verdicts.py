@@ -238,3 +238,16 @@ def test_a_player_that_joined_a_new_session_is_not_owed_the_old_sessions_message
                         r("b", "connect", "ok", 705, conn=2, attempt=2)]
     history += sent("a", "a-0", 1000) + [got("a", "a-0", 1050), r("a", "heartbeat", "ok", 9000)]
     assert delivery.check(Run(history)).passed
+
+
+def test_a_message_held_by_a_pause_until_its_sender_closed_the_socket_is_explained():
+    """flaky seed 1: a proxy-wide pause held a SEND_MESSAGE, and its sender dropped that socket (a
+    Reconnector) before the pause ended: the message never reached the relay."""
+    history = pair() + sent("a", "a-0", 1000) + [r("a", "close", "invoke", 1500), r("a", "heartbeat", "ok", 9000)]
+    history += [r("a", "rejoin", "ok", 1600, conn=2)]
+    pause = {"t": 800, "seam": "wire", "fault": "pause", "target": {"proxy": "relay"}, "params": {"seconds": 2},
+             "rule": {"id": "stall", "seq": 0}}
+    assert not delivery.check(Run(history)).passed
+    assert delivery.check(Run(history, faults=[pause])).passed
+    late_close = [dict(rec, t=3500) if rec["op"] == "close" else rec for rec in history]
+    assert not delivery.check(Run(late_close, faults=[pause])).passed, "closed after the pause: not held by it"

@@ -232,7 +232,25 @@ class Run:
                  if _hit(f, "downstream", pid, "MESSAGE", end_t)]
         hits += [f for f in self.socket_faults(sender, send_conn)
                  if _hit(f, "upstream", pid, "SEND_MESSAGE", start_t + 1000)]
-        return hits + self.stack_faults_near(start_t, end_t, sender, receiver)
+        return hits + self._held_until_closed(sender, send_conn, start_t) + self.stack_faults_near(
+            start_t, end_t, sender, receiver)
+
+    def _held_until_closed(self, sender: str, send_conn: int | None, sent_t: float) -> list[dict[str, Any]]:
+        """Faults that held the message in the proxy (a proxy-wide pause, the socket's latency) until
+        after its sender closed that socket: it went down with the socket, never reaching the relay."""
+        closed = next((c for conn, _, c in self.open_intervals(sender) if conn == send_conn), float("inf"))
+        hits = []
+        for fault in self.proxy_wide + self.socket_faults(sender, send_conn):
+            params = fault.get("params") or {}
+            if fault["fault"] == "pause" and fault["t"] <= sent_t:
+                held_until = fault["t"] + 1000 * fault_span(fault)
+            elif fault["fault"] == "latency" and (fault.get("target") or {}).get("direction") in ("upstream", None):
+                held_until = sent_t + float(params.get("ms", 0)) + float(params.get("jitter_ms", 0))
+            else:
+                continue
+            if sent_t <= held_until and closed <= held_until + 100:
+                hits.append(fault)
+        return hits
 
     def message_faults(self, client: str, conn: int | None, kinds: set[str], *, pid: str | None = None,
                        kind: str | None = None, direction: str = "downstream") -> list[dict[str, Any]]:
