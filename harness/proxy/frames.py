@@ -143,6 +143,7 @@ class Message:
 
     opcode: int
     frames: list[Frame] = field(default_factory=list)
+    _objects: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def raw(self) -> bytes:
@@ -155,39 +156,36 @@ class Message:
     def data(self) -> bytes:
         return b"".join(f.data() for f in self.frames)
 
+    def objects(self) -> list[dict[str, Any]]:
+        """The JSON objects of a text message: the object, or each object of an array (the relay sends
+        arrays of messages). Empty for anything else. Parsed once, however many rules ask."""
+        if self._objects is None:
+            body: Any = None
+            if self.opcode == OP_TEXT:
+                try:
+                    body = json.loads(self.data())
+                except ValueError:
+                    body = None
+            self._objects = [item for item in (body if isinstance(body, list) else [body]) if isinstance(item, dict)]
+        return self._objects
+
     def json_field(self, name: str) -> set[str]:
-        """Values of ``name`` in a JSON text message: an object's, or each object's of an array
-        (the relay sends arrays of messages). Empty for anything else."""
-        if self.opcode != OP_TEXT:
-            return set()
-        try:
-            body: Any = json.loads(self.data())
-        except ValueError:
-            return set()
-        items = body if isinstance(body, list) else [body]
-        return {str(item[name]) for item in items if isinstance(item, dict) and name in item}
+        """Values of ``name`` in the message's JSON objects."""
+        return {str(item[name]) for item in self.objects() if name in item}
 
     def describe(self) -> dict[str, list[str]]:
         """What a fault log says a message was: its JSON ``type``s and ``action``s, and the payload ids
         (``pid``) of the messages it carries, so a checker can tell which deliveries a fault could have
         hit. Empty lists for anything that is not a JSON text message."""
-        if self.opcode != OP_TEXT:
-            return {"types": [], "actions": [], "pids": []}
-        try:
-            body: Any = json.loads(self.data())
-        except ValueError:
-            return {"types": [], "actions": [], "pids": []}
-        items = [item for item in (body if isinstance(body, list) else [body]) if isinstance(item, dict)]
         pids = []
-        for item in items:
+        for item in self.objects():
             try:
                 payload = json.loads(item.get("payload", ""))
             except (TypeError, ValueError):
                 continue
             if isinstance(payload, dict) and isinstance(payload.get("pid"), str):
                 pids.append(payload["pid"])
-        return {"types": sorted({str(i["type"]) for i in items if "type" in i}),
-                "actions": sorted({str(i["action"]) for i in items if "action" in i}), "pids": pids}
+        return {"types": sorted(self.json_field("type")), "actions": sorted(self.json_field("action")), "pids": pids}
 
 
 class MessageAssembler:
