@@ -13,9 +13,6 @@ plan for a rule matching the function, the event's source (``websocket``, ``http
 - ``latency`` / ``cold_start``: the handler starts ``ms`` (+ seeded jitter) late;
 - ``throttle``: ``TooManyRequestsException`` without running the handler (event sources retry it).
 
-And the process seam's ``stream_stall``: while it lasts, stream batches wait before their
-invocation (the event source stops), then the backlog is delivered in order.
-
 Decisions are keyed on the event's stable identity, never its request id: a socket's request target
 (from its ``$connect`` query) and the n-th event of that route on it; a stream batch's first and last
 sequence numbers and how often that batch was tried; an HTTP route and path and its n-th call.
@@ -137,9 +134,6 @@ class FaultyFunction:
     def _invoke(self, event: dict[str, Any], facts: dict[str, Any], key: tuple[Any, ...]) -> Invocation:
         invocation_key.set(key)
         invocation_calls.set(Counter())
-        stall = self.plan.ongoing("stream_stall") if facts["source"] == "stream" else None
-        if stall is not None:
-            time.sleep(self.plan.seconds_left(stall))
         rule = self.plan.pick("invocation", facts, key)
         if rule is None:
             return self.inner.invoke(event)

@@ -120,8 +120,8 @@ class LocalStack:
         self.management.connections = self.gateway
         http_routes = [HttpRoute(method, path, self.functions[name]) for method, path, name in deployment.http_routes]
         self.http = HttpApiServer(http_routes, deployment.stage, self.log, options.host, options.http_port).start()
-        self._start_event_sources(deployment)
         self._install_call_faults()
+        self._start_event_sources(deployment)
         self.log.line("stack", f"up: {json.dumps(self.endpoints)}")
 
     def _start_dynamodb(self) -> None:
@@ -209,7 +209,7 @@ class LocalStack:
                 on_failure=str(on_failure) if on_failure else None,
                 starting_position=str(props.get("StartingPosition", "LATEST")))
             event_source = StreamEventSource(mapping, StreamReader(streams_client, source.stream_arn), self.log,
-                                             failures)
+                                             failures, stalled=self._stream_stalled)
             event_source.start()
             self.sources.append(event_source)
         if self.sources:
@@ -226,6 +226,13 @@ class LocalStack:
                 raise StackError(str(exc)) from None
             self.scheduler.create_rules()
             self.scheduler.start()
+
+    def _stream_stalled(self) -> float:
+        """Seconds the event sources must stop polling from now: the process seam's ``stream_stall``
+        (logged once, when it first takes effect); then the backlog is delivered in order."""
+        plan = self.options.faults
+        stall = plan.ongoing("stream_stall") if plan is not None else None
+        return plan.seconds_left(stall) if stall is not None else 0.0
 
     def _wake_sources(self, model: Any, **_: Any) -> None:
         """A function of this process wrote to DynamoDB: the stream pollers look now, not at their

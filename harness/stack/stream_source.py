@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,13 +50,17 @@ def _iso(seconds: float) -> str:
 
 class StreamEventSource(threading.Thread):
     def __init__(self, mapping: StreamMapping, reader: StreamReader, log: StackLog,
-                 failures_path: Path | None = None, poll_interval: float = 0.1) -> None:
+                 failures_path: Path | None = None, poll_interval: float = 0.1,
+                 stalled: Callable[[], float] | None = None) -> None:
+        """``stalled()`` returns how many seconds the source must stop polling from now (the process
+        seam's ``stream_stall``; 0 when it may poll); it is asked before every poll."""
         super().__init__(name=f"stream-{mapping.function.spec.logical_id}", daemon=True)
         self.mapping = mapping
         self.reader = reader
         self.log = log
         self.failures_path = failures_path
         self.poll_interval = poll_interval
+        self.stalled = stalled or (lambda: 0.0)
         self.stopping = threading.Event()
         # Set when something wrote to the store: poll now instead of at the next interval.
         self.wake = threading.Event()
@@ -69,6 +74,10 @@ class StreamEventSource(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.is_set():
+            pause = self.stalled()
+            if pause > 0:  # records pile up in the stream meanwhile and are caught up with afterwards
+                self.stopping.wait(pause)
+                continue
             try:
                 records = self.reader.poll()
             except Exception as exc:  # the store being down is a fault to survive, not a crash
