@@ -9,8 +9,9 @@ Each is explained only by an injected fault that could cause it: an invocation o
 around it (store and management faults are transient answers a relay must survive), or for a bad
 handshake or a bad frame, a wire fault on that very socket (the proxy answers 502 when the upstream
 is gone; corrupt and truncate garble frames).
-Handshakes that got no HTTP answer at all (refused, reset, timed out) are counted, not judged: they
-say the target was unreachable, which makes a run inconclusive rather than failed."""
+Handshakes that got no HTTP answer from the target (refused, reset, timed out, or the chaos proxy's
+own 502 saying its upstream could not be reached) are counted, not judged: they say the target was
+unreachable, which makes a run inconclusive rather than failed."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from .model import CheckResult, Finding, Run, excerpt
 
 _STATUS = re.compile(r"\b(?:[Hh]andshake status|status) (\d{3})\b")
 _GARBLING = {"corrupt", "truncate"}
+# The chaos proxy's answer when it could not reach its upstream (harness/proxy/server.py): the
+# target said nothing, so it is not the target's 502.
+_PROXY_UNREACHABLE = re.compile(r"chaos proxy: upstream \S+ failed")
 
 
 def handshake_status(error: str) -> int | None:
@@ -48,8 +52,9 @@ def check(run: Run) -> CheckResult:
             result.checked += 1
             if record["phase"] == "ok":
                 continue
-            status = handshake_status(record.get("error", ""))
-            if status is None:
+            error = record.get("error", "")
+            status = handshake_status(error)
+            if status is None or (status == 502 and _PROXY_UNREACHABLE.search(error)):
                 unanswered += 1
             elif status >= 500:
                 faults = _failing(run, record) + \

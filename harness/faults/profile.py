@@ -2,6 +2,10 @@
 
     description = "drop a tenth of relayed messages for 20 s, then drop every socket"
     seed = 7                                  # optional; --seed wins
+    users = 20                                # optional, for `relay-harness chaos`: the experiment's
+    spawn_rate = 10                           #   players, players started per second, seconds of
+    duration = 60                             #   load and players per public session (2-32)
+    session_size = 3
 
     [[fault]]
     name = "lossy"
@@ -48,6 +52,12 @@ class ProfileError(ValueError):
     pass
 
 
+# Keys that describe the whole experiment (``relay-harness chaos``): key -> (type, minimum, maximum).
+RUN_KEYS: dict[str, tuple[type, float, float]] = {
+    "users": (int, 1, 10_000), "spawn_rate": (float, 0.01, 10_000), "duration": (float, 1, 7 * 24 * 3600),
+    "session_size": (int, 2, 32)}
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -56,6 +66,7 @@ class Profile:
     seed: int | None = None
     faults: list[dict[str, Any]] = field(default_factory=list)
     join_storm: Any = None  # harness.join_storm.StormSettings when the profile has a [join_storm] table
+    run: dict[str, float] = field(default_factory=dict)  # the RUN_KEYS the profile sets
 
     def for_seam(self, seam: str) -> list[dict[str, Any]]:
         return [f for f in self.faults if f.get("seam", "wire") == seam]
@@ -85,10 +96,11 @@ def load_profile(name_or_path: str) -> Profile:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"chaos profile {path}: not valid TOML ({exc})") from None
-    unknown = set(data) - {"description", "seed", "fault", "join_storm"}
+    unknown = set(data) - {"description", "seed", "fault", "join_storm", *RUN_KEYS}
     if unknown:
-        raise ProfileError(f"chaos profile {path}: unknown key {sorted(unknown)[0]!r}; "
-                           "a profile has description, seed, [[fault]] entries and a [join_storm] table")
+        raise ProfileError(f"chaos profile {path}: unknown key {sorted(unknown)[0]!r}; a profile has description, "
+                           f"seed, {', '.join(RUN_KEYS)}, [[fault]] entries and a [join_storm] table")
+    run = {key: _run_value(path, key, data[key]) for key in RUN_KEYS if key in data}
     faults = data.get("fault", [])
     if not isinstance(faults, list) or not all(isinstance(f, dict) for f in faults):
         raise ProfileError(f"chaos profile {path}: faults are written as [[fault]] tables")
@@ -116,7 +128,17 @@ def load_profile(name_or_path: str) -> Profile:
             storm = parse_storm(data["join_storm"])
         except StormError as exc:
             raise ProfileError(f"chaos profile {path}: {exc}") from None
-    return Profile(path.stem, path, str(data.get("description", "")), seed, faults, storm)
+    return Profile(path.stem, path, str(data.get("description", "")), seed, faults, storm, run)
+
+
+def _run_value(path: Path, key: str, value: Any) -> float:
+    kind, low, high = RUN_KEYS[key]
+    wrong = isinstance(value, bool) or not isinstance(value, int if kind is int else int | float)
+    if wrong or not low <= value <= high:
+        what = "a whole number" if kind is int else "a number"
+        unit = " (seconds)" if key == "duration" else ""
+        raise ProfileError(f"chaos profile {path}: {key} must be {what} from {low:g} to {high:g}{unit}, not {value!r}")
+    return value
 
 
 def load_plan(name_or_path: str, seed: int, fault_log: Path | None) -> FaultPlan:

@@ -1,0 +1,112 @@
+"""``relay-harness chaos``: one command for a CI chaos run -- a profile, a seed, an exit status.
+
+It runs the Locust scenarios headless (``scenarios/relay.py``) with the players, spawn rate,
+duration and session size the profile describes (``users``, ``spawn_rate``, ``duration``,
+``session_size``; options override them), against the embedded local stack and chaos proxy or a
+``--target``, and exits as the run's report says: 0 pass, 1 fail (a violation), 2 harness error
+or bad input, 3 inconclusive (README "The verdict"). It prints the command that replays the run.
+
+Ctrl-C or SIGTERM (a CI job cancelled) reaches the run once, as Ctrl-C: it runs in its own session
+and the signal is forwarded, so the report of what was collected is still written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .cli import UsageError
+from .faults.profile import ProfileError, load_profile
+
+LOCUSTFILE = Path(__file__).resolve().parent.parent / "scenarios" / "relay.py"
+DEFAULTS = {"users": 20, "spawn_rate": 20.0, "duration": 60.0, "session_size": 2}
+FORWARDED = (signal.SIGINT, signal.SIGTERM)
+
+
+def add_parser(sub: Any) -> None:
+    chaos = sub.add_parser("chaos", help="one chaos run: profile + seed -> report and exit status",
+                           description="One chaos run for CI: a profile and a seed in, a report and the "
+                                       "verdict's exit status out (0 pass, 1 fail, 2 error, 3 inconclusive).")
+    chaos.add_argument("--profile", required=True, help="chaos profile NAME (scenarios/profiles/) or FILE.toml")
+    chaos.add_argument("--seed", type=int, help="seed of every fault decision (default: a random one, printed)")
+    chaos.add_argument("--target", default="local",
+                       help="`local` (the embedded local stack, the default) or the relay's ws:// URL")
+    chaos.add_argument("--ping-url", default="", help="with a --target: the relay's GET /ping URL")
+    chaos.add_argument("--template", type=Path, help="with --target local: the SAM template of the relay to run")
+    chaos.add_argument("--out", type=Path, help="the run's folder (default: reports/<time>-...)")
+    for key, kind in (("users", int), ("spawn_rate", float), ("duration", float), ("session_size", int)):
+        chaos.add_argument(f"--{key.replace('_', '-')}", type=kind, dest=key,
+                           help=f"overrides the profile's {key} (default {DEFAULTS[key]:g} when it has none)")
+    chaos.set_defaults(run=run)
+
+
+def locust_command(args: argparse.Namespace, shape: dict[str, float], seed: int) -> list[str]:
+    """The headless Locust command line of the run (``shape``: the RUN_KEYS, all set)."""
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+               "-u", str(int(shape["users"])), "-r", f"{shape['spawn_rate']:g}",
+               "-t", f"{max(1, round(shape['duration']))}s", "--session-size", str(int(shape["session_size"])),
+               "--chaos-profile", args.profile, "--seed", str(seed)]
+    if args.target != "local":
+        command += ["--host", args.target]
+    if args.ping_url:
+        command += ["--ping-url", args.ping_url]
+    if args.template:
+        command += ["--template", str(args.template)]
+    if args.out:
+        command += ["--run-dir", str(args.out)]
+    return command
+
+
+def replay_command(args: argparse.Namespace, seed: int) -> str:
+    """The ``relay-harness chaos`` command that repeats this run's fault decisions."""
+    words = ["relay-harness", "chaos", "--profile", args.profile, "--seed", str(seed)]
+    for option in ("target", "ping_url", "template", "users", "spawn_rate", "duration", "session_size"):
+        value = getattr(args, option)
+        if value not in (None, "", "local"):
+            words += [f"--{option.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+    return shlex.join(words)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from None
+    if args.target != "local" and not args.target.startswith(("ws://", "wss://")):
+        raise UsageError(f"--target {args.target!r}: give `local` or the relay's ws:// or wss:// URL")
+    if args.template and args.target != "local":
+        raise UsageError("--template runs a relay on the local stack: leave out --target")
+    shape = {key: getattr(args, key) if getattr(args, key) is not None else profile.run.get(key, default)
+             for key, default in DEFAULTS.items()}
+    seed = args.seed if args.seed is not None else profile.seed if profile.seed is not None else random.randrange(
+        2**31)
+    where = "the embedded local stack" if args.target == "local" else args.target
+    print(f"relay-harness chaos: profile {profile.name}, seed {seed}: {shape['users']:g} players "
+          f"({shape['spawn_rate']:g}/s) for {shape['duration']:g} s in sessions of {shape['session_size']:g}, "
+          f"against {where}", flush=True)
+    status = _run_forwarding_signals(locust_command(args, shape, seed))
+    print(f"relay-harness chaos: exit {status}; replay: {replay_command(args, seed)}", flush=True)
+    return status
+
+
+def _run_forwarding_signals(command: list[str]) -> int:
+    """Run ``command`` in its own session; Ctrl-C / SIGTERM here is passed on as one SIGINT, and the
+    run's own handling (its report of what was collected) decides when it ends."""
+    process = subprocess.Popen(command, start_new_session=True)
+
+    def forward(_signum: int, _frame: Any) -> None:
+        process.send_signal(signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    try:
+        status = process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return status if status >= 0 else 128 - status

@@ -1,0 +1,82 @@
+"""``relay-harness chaos`` as CI uses it: one command, a profile, a seed, the report's exit status;
+bad input refused in one line before anything starts; a cancelled job still gets its report."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.faults.profile import ProfileError, load_profile
+from tests.stack_support import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAOS = [sys.executable, "-m", "harness", "chaos"]
+
+
+def _faults(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--profile", "nope"], "chaos profile 'nope' not found"),
+    (["--profile", "smoke", "--target", "http://127.0.0.1:9"], "--target 'http://127.0.0.1:9': give `local`"),
+    (["--profile", "smoke", "--target", "ws://127.0.0.1:9", "--template", "t.yaml"], "leave out --target"),
+    (["--profile", "smoke", "--users", "many"], "argument --users: invalid int value"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
+    done = subprocess.run([*CHAOS, *args, "--out", str(tmp_path / "run")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("entry", "says"), [
+    ("users = 0", "users must be a whole number from 1 to 10000, not 0"),
+    ("duration = \"3m\"", "duration must be a number from 1 to 604800 (seconds), not '3m'"),
+    ("session_size = 2.5", "session_size must be a whole number from 2 to 32, not 2.5"),
+])
+def test_a_profile_describing_a_bad_experiment_is_refused(tmp_path, entry, says):
+    path = tmp_path / "p.toml"
+    path.write_text(f"{entry}\n")
+    with pytest.raises(ProfileError, match=re.escape(says)):
+        load_profile(str(path))
+
+
+def test_smoke_passes_the_reference_relay_with_every_seam_injected_and_prints_its_replay(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run([*CHAOS, "--profile", "smoke", "--seed", "1", "--out", str(run_dir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "replay: relay-harness chaos --profile smoke --seed 1" in done.stdout
+    info = json.loads((run_dir / "run.json").read_text())
+    profile = load_profile("smoke")
+    assert (info["seed"], info["session_size"]) == (1, profile.run["session_size"])
+    seams = {f["seam"] for f in _faults(run_dir / "faults.jsonl")}
+    assert seams == {"wire", "invocation", "store", "management", "process"}
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["verdict"] == "pass"
+
+
+def test_a_cancelled_job_forwards_one_ctrl_c_and_exits_as_its_report_says(tmp_path):
+    """SIGTERM to the command (a CI job cancelled) reaches the run as Ctrl-C: a partial report, and
+    the report's status (here inconclusive: nothing listens at the target)."""
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([*CHAOS, "--profile", "lossy", "--seed", "2", "--target", "ws://127.0.0.1:1",
+                                "--duration", "120", "--users", "2", "--out", str(run_dir)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (run_dir / "run.json").exists(), timeout=60, what="the run to start")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 3, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["partial"] is True and results["verdict"] == "inconclusive"
+    assert "exit 3; replay: relay-harness chaos --profile lossy --seed 2 --target ws://127.0.0.1:1" in out
