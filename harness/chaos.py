@@ -1,8 +1,8 @@
 """``relay-harness chaos``: one command for a CI chaos run -- a profile, a seed, an exit status.
 
-It runs the Locust scenarios headless (``scenarios/relay.py``) with the players, spawn rate,
-duration and session size the profile describes (``users``, ``spawn_rate``, ``duration``,
-``session_size``; options override them), against the embedded local stack and chaos proxy or a
+It runs the Locust scenarios headless (``scenarios/relay.py``) with the experiment's shape the
+profile describes (``harness/run_shape.py``: players, spawn rate, duration, session sizes,
+clean-up during play; options override them), against the embedded local stack and chaos proxy or a
 ``--target``, and exits as the run's report says: 0 pass, 1 fail (a violation), 2 harness error
 or bad input, 3 inconclusive (README "The verdict"). It prints the command that replays the run.
 
@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import run_shape
 from .cli import UsageError
 from .faults.profile import ProfileError, load_profile
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "scenarios" / "relay.py"
-DEFAULTS = {"users": 20, "spawn_rate": 20.0, "duration": 60.0, "session_size": 2}
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -40,18 +40,25 @@ def add_parser(sub: Any) -> None:
     chaos.add_argument("--ping-url", default="", help="with a --target: the relay's GET /ping URL")
     chaos.add_argument("--template", type=Path, help="with --target local: the SAM template of the relay to run")
     chaos.add_argument("--out", type=Path, help="the run's folder (default: reports/<time>-...)")
-    for key, kind in (("users", int), ("spawn_rate", float), ("duration", float), ("session_size", int)):
+    for key, kind in (("users", int), ("spawn_rate", float), ("duration", float), ("session_size", str),
+                      ("cleanup_wait", float)):
         chaos.add_argument(f"--{key.replace('_', '-')}", type=kind, dest=key,
-                           help=f"overrides the profile's {key} (default {DEFAULTS[key]:g} when it has none)")
+                           help=f"overrides the profile's {key} (default {run_shape.DEFAULTS[key]} when it has none)")
+    chaos.add_argument("--short-expiry", action="store_const", const=True, dest="short_expiry",
+                       help="the relay's clean-up runs during play (shortest expiries; default: as the profile says)")
     chaos.set_defaults(run=run)
 
 
-def locust_command(args: argparse.Namespace, shape: dict[str, float], seed: int) -> list[str]:
-    """The headless Locust command line of the run (``shape``: the RUN_KEYS, all set)."""
+def locust_command(args: argparse.Namespace, shape: dict[str, Any], seed: int) -> list[str]:
+    """The headless Locust command line of the run (``shape``: every harness.run_shape key set)."""
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
                "-u", str(int(shape["users"])), "-r", f"{shape['spawn_rate']:g}",
-               "-t", f"{max(1, round(shape['duration']))}s", "--session-size", str(int(shape["session_size"])),
+               "-t", f"{max(1, round(shape['duration']))}s", "--session-size", str(shape["session_size"]),
                "--chaos-profile", args.profile, "--seed", str(seed)]
+    if shape["short_expiry"]:
+        command.append("--short-expiry")
+    if shape["cleanup_wait"]:
+        command += ["--cleanup-wait", f"{shape['cleanup_wait']:g}"]
     if args.target != "local":
         command += ["--host", args.target]
     if args.ping_url:
@@ -66,10 +73,13 @@ def locust_command(args: argparse.Namespace, shape: dict[str, float], seed: int)
 def replay_command(args: argparse.Namespace, seed: int) -> str:
     """The ``relay-harness chaos`` command that repeats this run's fault decisions."""
     words = ["relay-harness", "chaos", "--profile", args.profile, "--seed", str(seed)]
-    for option in ("target", "ping_url", "template", "users", "spawn_rate", "duration", "session_size"):
+    for option in ("target", "ping_url", "template", "users", "spawn_rate", "duration", "session_size",
+                   "cleanup_wait"):
         value = getattr(args, option)
         if value not in (None, "", "local"):
             words += [f"--{option.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+    if args.short_expiry:
+        words.append("--short-expiry")
     return shlex.join(words)
 
 
@@ -83,13 +93,19 @@ def run(args: argparse.Namespace) -> int:
     if args.template and args.target != "local":
         raise UsageError("--template runs a relay on the local stack: leave out --target")
     shape = {key: getattr(args, key) if getattr(args, key) is not None else profile.run.get(key, default)
-             for key, default in DEFAULTS.items()}
+             for key, default in run_shape.DEFAULTS.items()}
+    for key, value in shape.items():
+        try:
+            run_shape.validate(key, value)
+        except run_shape.ShapeError as exc:
+            raise UsageError(f"--{key.replace('_', '-')}: {exc}") from None
     seed = args.seed if args.seed is not None else profile.seed if profile.seed is not None else random.randrange(
         2**31)
     where = "the embedded local stack" if args.target == "local" else args.target
     print(f"relay-harness chaos: profile {profile.name}, seed {seed}: {shape['users']:g} players "
-          f"({shape['spawn_rate']:g}/s) for {shape['duration']:g} s in sessions of {shape['session_size']:g}, "
-          f"against {where}", flush=True)
+          f"({shape['spawn_rate']:g}/s) for {shape['duration']:g} s in sessions of {shape['session_size']}"
+          f"{', clean-up during play' if shape['short_expiry'] or shape['cleanup_wait'] else ''}, against {where}",
+          flush=True)
     status = _run_forwarding_signals(locust_command(args, shape, seed))
     print(f"relay-harness chaos: exit {status}; replay: {replay_command(args, seed)}", flush=True)
     return status

@@ -42,6 +42,7 @@ from .history import History, HistoryFile, ShippingLedger
 from .local_target import CpuSampler, LocalTarget, TargetError
 from .proxy.cli import fault_specs
 from .report.build import EXIT_HARNESS_FAILED, build_report, verdict_line, write_atomic
+from .run_shape import ShapeError, session_sizes
 from .stack.cli import check_template
 from .stack.local_stack import DEFAULT_TEMPLATE
 
@@ -90,7 +91,8 @@ def add_arguments(parser: Any) -> None:
                                                             "printed and stored)")
     group.add_argument("--ping-url", default="", help="the relay's GET /ping URL, with --host (e.g. "
                                                      "https://ID.execute-api.REGION.amazonaws.com/production/ping)")
-    group.add_argument("--session-size", type=int, default=2, help="players per public session (2-32)")
+    group.add_argument("--session-size", default="2", help="players per session: N, or A-B for sizes each player "
+                                                          "draws per session (2-32; private sessions too)")
     group.add_argument("--heartbeat-interval", type=float, default=7.0, help="seconds between heartbeats")
     group.add_argument("--template", default="", help="with no --host: the SAM template of the relay to run on the "
                                                       "local stack (default: the reference relay)")
@@ -122,8 +124,10 @@ def _check_options(environment: Environment) -> str:
     """Every check a bad option can fail, before anything is created; returns the profile's name."""
     options = environment.parsed_options
     host = environment.host or ""
-    if not 2 <= options.session_size <= 32:
-        _fail(f"--session-size {options.session_size} must be from 2 to 32")
+    try:
+        session_sizes(options.session_size)
+    except ShapeError as exc:
+        _fail(f"--session-size: {exc}")
     if options.cleanup_wait < 0:
         _fail(f"--cleanup-wait {options.cleanup_wait:g} must be 0 or more seconds")
     if host.startswith("wss://") and options.chaos_profile:
@@ -199,7 +203,7 @@ def on_init(environment: Environment, **_: Any) -> None:
     RUN.history_file = HistoryFile(RUN.run_dir / "history.jsonl")
     RUN.info = {"seed": RUN.seed, "profile": profile_name or None, "host": environment.host,
                 "ping_url": options.ping_url or None, "started": RUN.started_at, "command": sys.argv,
-                "session_size": options.session_size, "rules": _rules(options),
+                "session_sizes": session_sizes(options.session_size), "rules": _rules(options),
                 "stack": RUN.target.stack if RUN.target else None, "proxy": RUN.target.proxy if RUN.target else None}
     write_atomic(RUN.run_dir / "run.json", json.dumps(RUN.info, indent=2))
     print(f"relay-harness: seed {options.seed}; target {environment.host}; run folder {RUN.run_dir}", flush=True)

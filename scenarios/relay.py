@@ -28,6 +28,7 @@ from locust.runners import WorkerRunner
 
 from harness.client import ClientTimings, RelayClient
 from harness.locust_run import RUN, install
+from harness.run_shape import session_sizes
 
 install()
 
@@ -35,6 +36,7 @@ SESSION_TYPE = "locust"
 PIN_CHECK_S = 6.0  # a heartbeat this long after a newly seen pin: past the pinned checker's 5 s grace
 CALM_S = 12.0  # a timed run sends no pin in its last seconds, so each session's latest pin gets checked
 FINAL_CHECK_S = 3.0  # and every player heartbeats once this long before the end
+PRIVATE_MAX = 3  # a host invites at most 2 guests: guests are as many as hosts, so bigger ones stay pending
 _private_sessions: queue.Queue[str] = queue.Queue()
 _ordinals: defaultdict[str, itertools.count] = defaultdict(itertools.count)
 
@@ -70,7 +72,7 @@ class RelayUser(User):
                                 fast_heartbeat_interval=min(1.5, options.heartbeat_interval))
         self.client = RelayClient(self.environment.host, RUN.history, name, ping_url=options.ping_url or None,
                                   timings=timings, metric=self._metric)
-        self.session_size = options.session_size
+        self.session_sizes = session_sizes(options.session_size)  # checked when the run started
         run_time = getattr(options, "run_time", None)
         self.run_end = RUN.test_started + run_time if run_time and RUN.test_started is not None else None
         self._pin_seen = 0
@@ -89,8 +91,12 @@ class RelayUser(User):
                                              response_length=0, exception=RuntimeError(error) if error else None,
                                              context={})
 
+    def session_size(self) -> int:
+        """The size of the next session this player joins or hosts, drawn by its own RNG."""
+        return self.rng.choice(self.session_sizes) if len(self.session_sizes) > 1 else self.session_sizes[0]
+
     def join(self) -> None:
-        if self.client.connect(SESSION_TYPE, self.session_size):
+        if self.client.connect(SESSION_TYPE, self.session_size()):
             self.client.wait_for("SESSION_CONNECT", self.join_timeout)
 
     def in_session(self) -> bool:
@@ -152,9 +158,11 @@ class PrivateHost(RelayUser):
     greeting = "private hello"
 
     def join(self) -> None:
-        if self.client.connect(SESSION_TYPE, 2, private=True) and self.client.wait_for(
+        size = min(self.session_size(), PRIVATE_MAX)
+        if self.client.connect(SESSION_TYPE, size, private=True) and self.client.wait_for(
                 "PRIVATE_SESSION_PENDING", self.join_timeout):
-            _private_sessions.put(self.client.attempt.session_id)
+            for _ in range(size - 1):  # one invitation per guest seat
+                _private_sessions.put(self.client.attempt.session_id)
             self.client.wait_for("SESSION_CONNECT", self.join_timeout)
 
 

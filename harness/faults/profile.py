@@ -2,10 +2,12 @@
 
     description = "drop a tenth of relayed messages for 20 s, then drop every socket"
     seed = 7                                  # optional; --seed wins
-    users = 20                                # optional, for `relay-harness chaos`: the experiment's
-    spawn_rate = 10                           #   players, players started per second, seconds of
-    duration = 60                             #   load and players per public session (2-32)
-    session_size = 3
+    users = 20                                # optional, the experiment's shape (harness/run_shape.py)
+    spawn_rate = 10                           #   for `relay-harness chaos`: players, players started
+    duration = 60                             #   per second, seconds of load, public session sizes,
+    session_size = "2-4"                      #   clean-up during play, seconds to wait for it after
+    short_expiry = true
+    cleanup_wait = 40
 
     [[fault]]
     name = "lossy"
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import run_shape
 from ..proxy.faults import FaultSpecError, parse_fault
 from .log import FaultLog
 from .plan import SEAMS, FaultPlan, PlanError, Rule, parse_rule
@@ -52,12 +55,6 @@ class ProfileError(ValueError):
     pass
 
 
-# Keys that describe the whole experiment (``relay-harness chaos``): key -> (type, minimum, maximum).
-RUN_KEYS: dict[str, tuple[type, float, float]] = {
-    "users": (int, 1, 10_000), "spawn_rate": (float, 0.01, 10_000), "duration": (float, 1, 7 * 24 * 3600),
-    "session_size": (int, 2, 32)}
-
-
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -66,7 +63,7 @@ class Profile:
     seed: int | None = None
     faults: list[dict[str, Any]] = field(default_factory=list)
     join_storm: Any = None  # harness.join_storm.StormSettings when the profile has a [join_storm] table
-    run: dict[str, float] = field(default_factory=dict)  # the RUN_KEYS the profile sets
+    run: dict[str, Any] = field(default_factory=dict)  # the harness.run_shape keys the profile sets
 
     def for_seam(self, seam: str) -> list[dict[str, Any]]:
         return [f for f in self.faults if f.get("seam", "wire") == seam]
@@ -96,11 +93,14 @@ def load_profile(name_or_path: str) -> Profile:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"chaos profile {path}: not valid TOML ({exc})") from None
-    unknown = set(data) - {"description", "seed", "fault", "join_storm", *RUN_KEYS}
+    unknown = set(data) - {"description", "seed", "fault", "join_storm", *run_shape.KEYS}
     if unknown:
         raise ProfileError(f"chaos profile {path}: unknown key {sorted(unknown)[0]!r}; a profile has description, "
-                           f"seed, {', '.join(RUN_KEYS)}, [[fault]] entries and a [join_storm] table")
-    run = {key: _run_value(path, key, data[key]) for key in RUN_KEYS if key in data}
+                           f"seed, {', '.join(run_shape.KEYS)}, [[fault]] entries and a [join_storm] table")
+    try:
+        run = {key: run_shape.validate(key, data[key]) for key in run_shape.KEYS if key in data}
+    except run_shape.ShapeError as exc:
+        raise ProfileError(f"chaos profile {path}: {exc}") from None
     faults = data.get("fault", [])
     if not isinstance(faults, list) or not all(isinstance(f, dict) for f in faults):
         raise ProfileError(f"chaos profile {path}: faults are written as [[fault]] tables")
@@ -129,16 +129,6 @@ def load_profile(name_or_path: str) -> Profile:
         except StormError as exc:
             raise ProfileError(f"chaos profile {path}: {exc}") from None
     return Profile(path.stem, path, str(data.get("description", "")), seed, faults, storm, run)
-
-
-def _run_value(path: Path, key: str, value: Any) -> float:
-    kind, low, high = RUN_KEYS[key]
-    wrong = isinstance(value, bool) or not isinstance(value, int if kind is int else int | float)
-    if wrong or not low <= value <= high:
-        what = "a whole number" if kind is int else "a number"
-        unit = " (seconds)" if key == "duration" else ""
-        raise ProfileError(f"chaos profile {path}: {key} must be {what} from {low:g} to {high:g}{unit}, not {value!r}")
-    return value
 
 
 def load_plan(name_or_path: str, seed: int, fault_log: Path | None) -> FaultPlan:
