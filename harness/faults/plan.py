@@ -60,6 +60,7 @@ SEAMS: dict[str, tuple[dict[str, dict[str, Any]], tuple[str, ...]]] = {
     "process": ({
         "store_outage": {},
         "stream_stall": {},
+        "clock_skew": {"ms": (None, -86_400_000.0, 86_400_000.0)},  # the functions' clock off by ms (+- 24 h)
     }, ()),
 }
 SOURCES = ("websocket", "http", "stream", "schedule")

@@ -32,8 +32,9 @@ from collections import Counter
 from typing import Any
 
 from ..faults.plan import FaultPlan
+from .clock import clock_plan
 from .logs import StackLog
-from .runtime import Function, Invocation, invocation_cut
+from .runtime import Function, InProcessFunction, Invocation, invocation_cut
 
 # The stable key of the invocation a thread is working for, and the per-invocation call counters.
 invocation_key: contextvars.ContextVar[tuple[Any, ...] | None] = contextvars.ContextVar("invocation_key",
@@ -125,6 +126,8 @@ class FaultyFunction:
         self.plan = plan
         self.log = log
         self.identities = identities
+        # The process seam's clock_skew reaches in-process handlers only (an Invoke-API one has its own clock).
+        self.skews = isinstance(inner, InProcessFunction) and plan.has("process", "clock_skew")
 
     def invoke(self, event: dict[str, Any]) -> Invocation:
         facts, key = self.identities.facts_and_key(self.spec.name, event)
@@ -134,6 +137,8 @@ class FaultyFunction:
     def _invoke(self, event: dict[str, Any], facts: dict[str, Any], key: tuple[Any, ...]) -> Invocation:
         invocation_key.set(key)
         invocation_calls.set(Counter())
+        if self.skews:
+            clock_plan.set(self.plan)
         rule = self.plan.pick("invocation", facts, key)
         if rule is None:
             return self.inner.invoke(event)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, TextIO
 import boto3
 
 from ..faults.plan import FaultPlan
+from . import clock
 from . import dynamodb as local_ddb
 from .call_faults import CallFaults
 from .deployment import Deployment, deployment_context, load_deployment
@@ -88,6 +90,7 @@ class LocalStack:
         self._saved_environment: dict[str, str | None] = {}
         self.tables: dict[str, str] = {}  # logical id -> table name
         self.call_faults: CallFaults | None = None
+        self._clock_skewed = False
 
     # ---- start / stop ---------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -114,6 +117,7 @@ class LocalStack:
 
         self.management = ManagementApiServer(_NoConnections(), options.host, options.management_port).start()
         self._make_functions(deployment)
+        self._install_clock_skew()
         routes = {key: self.functions[name] for key, name in deployment.websocket_routes.items()}
         self.gateway = WebSocketGateway(routes, deployment.selection_expression, stage=deployment.stage,
                                         log=self.log, quotas=options.quotas).start(options.host, options.websocket_port)
@@ -179,6 +183,18 @@ class LocalStack:
                 function = FaultyFunction(function, self.options.faults, self.log, identities)
             self.functions[name] = function
 
+    def _install_clock_skew(self) -> None:
+        """The process seam's ``clock_skew`` patches the clock readings (harness/stack/clock.py) only when
+        the plan has such a rule; an Invoke-API function keeps its own clock, which is said once."""
+        plan = self.options.faults
+        if plan is None or not plan.has("process", "clock_skew"):
+            return
+        clock.install()
+        self._clock_skewed = True
+        if self.options.remote_functions:
+            print(f"relay-harness: clock_skew cannot skew Invoke-API functions (--function): "
+                  f"{', '.join(sorted(self.options.remote_functions))} keep their own clock", file=sys.stderr)
+
     def _install_call_faults(self) -> None:
         """The store and management seams hook boto3's default session, from which the clients the
         handlers create from now on take their event handlers; time windows count from here."""
@@ -242,6 +258,9 @@ class LocalStack:
                 source.wake.set()
 
     def stop(self) -> None:
+        if self._clock_skewed:
+            clock.uninstall()
+            self._clock_skewed = False
         if self.call_faults is not None:
             self.call_faults.uninstall()
             self.call_faults = None
