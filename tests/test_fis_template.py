@@ -30,12 +30,11 @@ def test_the_retries_profile_becomes_a_valid_template_and_its_other_rules_are_li
     validate(request)
     assert request["targets"] == {"StreamFunction": {"resourceType": "aws:lambda:function", "selectionMode": "ALL",
                                                      "resourceArns": [STREAM_ARN]}}
-    assert request["actions"] == {
-        "wait-2s": {"actionId": "aws:fis:wait", "description": "2 s into the run", "parameters": {"duration": "PT2S"}},
+    assert request["actions"] == {  # from the start, for the whole --run-seconds (default 300)
         "stream-fails-after": {
             "actionId": "aws:lambda:invocation-error", "description": "stream-fails-after: error_after",
-            "parameters": {"duration": "PT298S", "invocationPercentage": "25", "preventExecution": "false"},
-            "targets": {"Functions": "StreamFunction"}, "startAfter": ["wait-2s"]}}
+            "parameters": {"duration": "PT300S", "invocationPercentage": "40", "preventExecution": "false"},
+            "targets": {"Functions": "StreamFunction"}}}
     assert request["roleArn"] == ROLE_ARN and request["stopConditions"] == [{"source": "none"}]
     assert request["tags"] == {"relay-harness-profile": "retries"}
     unexpressed = [line for line in err if line.startswith("not expressible in FIS: ")]
