@@ -19,7 +19,7 @@ A regression (exit 1) is any of:
 - deliveries/s lower by more than ``--max-regression`` percent *and* by at least ``--min-rate``
   (default 1/s).
 A figure missing on either side (no stats, nothing delivered) is shown as n/a and not compared; one
-counted from fewer than MIN_SAMPLES (20) joins or deliveries on either side is shown but not gated.
+counted from fewer than MIN_SAMPLES (50) joins or deliveries on either side is shown but not gated.
 Exit 0 otherwise, 2 on bad input (a folder that is not a run folder), with one line saying how to fix it.
 """
 
@@ -42,7 +42,7 @@ from .results import SCHEMA
 EXIT_SAME, EXIT_REGRESSION = 0, 1
 VERDICT_RANK = {"pass": 0, "inconclusive": 1, "fail": 2}
 SHOWN_FINDINGS = 20
-MIN_SAMPLES = 20  # a p95 of fewer samples is close to their maximum: shown, never gated
+MIN_SAMPLES = 50  # a p95 of fewer samples is close to their maximum: shown, never gated
 LATENCIES = (("median_ms", " p50 (ms)", None), ("p95_ms", " p95 (ms)", "higher"))  # Locust key, label, worse when
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
