@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,7 +23,6 @@ import trustme
 import websocket
 from websockets.asyncio.server import serve
 
-from harness.proxy import server as proxy_server
 from harness.proxy.faults import parse_fault
 from harness.proxy.server import ChaosProxy
 from harness.proxy.tls import upstream_tls
@@ -171,15 +171,14 @@ def test_a_certificate_for_another_name_is_a_502(make_proxy, ca, ca_file):
     assert upstream.plain.received == {}
 
 
-def test_a_port_that_does_not_speak_tls_is_a_502(make_proxy, tls_upstream, ca_file, monkeypatch):
+def test_a_port_that_does_not_speak_tls_is_a_502(make_proxy, tls_upstream, ca_file):
     plain = f"wss://localhost:{tls_upstream.plain.port}"
     status, body = _refusal(make_proxy(plain, tls=upstream_tls("localhost", ca_file)))
     assert status == 502 and "check that the port speaks TLS (else use ws://)" in body, body
-    monkeypatch.setattr(proxy_server, "TLS_HANDSHAKE_TIMEOUT", 0.3)
     with socket.create_server(("127.0.0.1", 0)) as silent:  # connects, then never answers
         url = f"wss://localhost:{silent.getsockname()[1]}"
-        status, body = _refusal(make_proxy(url, tls=upstream_tls("localhost", ca_file)))
-    assert status == 502 and "TLS: no handshake with localhost within" in body, body
+        status, body = _refusal(make_proxy(url, tls=replace(upstream_tls("localhost", ca_file), handshake_timeout=0.3)))
+    assert status == 502 and "TLS: no handshake with localhost within 0.3 s" in body, body
 
 
 @pytest.mark.parametrize(("args", "says"), [

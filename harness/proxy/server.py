@@ -34,7 +34,6 @@ from .frames import (
     encode_frame,
     new_mask,
 )
-from .tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
 from .tls import UpstreamTls, upstream_tls
 
 HEAD_LIMIT = 16 * 1024
@@ -439,7 +438,7 @@ class ChaosProxy:
         if self.tls is not None:
             try:
                 await asyncio.wait_for(writer.start_tls(self.tls.context, server_hostname=self.tls.host),
-                                       TLS_HANDSHAKE_TIMEOUT)
+                                       self.tls.handshake_timeout)
             except (OSError, TimeoutError) as exc:  # ssl's errors are OSErrors
                 _reset(writer)
                 raise UpstreamError(self.tls.explain(exc)) from None

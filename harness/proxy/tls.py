@@ -27,6 +27,7 @@ class UpstreamTls:
     context: ssl.SSLContext
     host: str  # the name sent as SNI and checked against the certificate
     trust: str  # where the trusted CAs come from, for messages: "the system trust store", "--upstream-ca X"
+    handshake_timeout: float = HANDSHAKE_TIMEOUT  # seconds, once TCP is connected
 
     def explain(self, exc: BaseException) -> str:
         """One line: what went wrong in the handshake with ``host`` and how to fix it."""
@@ -40,7 +41,7 @@ class UpstreamTls:
             return (f"TLS: the certificate of {self.host} is not trusted ({detail}) by {self.trust}; pass "
                     f"--upstream-ca FILE (PEM) with the CA that signed it")
         if isinstance(exc, TimeoutError):
-            return (f"TLS: no handshake with {self.host} within {HANDSHAKE_TIMEOUT:.0f} s; check that the port "
+            return (f"TLS: no handshake with {self.host} within {self.handshake_timeout:g} s; check that the port "
                     f"speaks TLS (else use ws://)")
         if isinstance(exc, ssl.SSLError):
             return (f"TLS: handshake with {self.host} failed ({exc.reason or exc}); check that the port speaks "
