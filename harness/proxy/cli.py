@@ -68,7 +68,7 @@ def _upstream(url: str, ca_file: str | None) -> tuple[str, UpstreamTls | None]:
     certificates to trust."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise UsageError(f"--upstream {url!r} must be ws:// or wss://HOST[:PORT][/stage]")
+        raise UsageError(f"--upstream {url!r} must be ws://HOST:PORT[/stage] or wss://HOST[:PORT][/stage]")
     try:
         socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
     except (OSError, ValueError):

@@ -242,7 +242,7 @@ class ChaosProxy:
         """``tls``: for a wss:// upstream, whose certificates to trust (default: ``upstream_tls(host)``)."""
         parts = urlsplit(upstream)
         if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
-            raise ValueError(f"upstream {upstream!r} must be ws:// or wss://HOST[:PORT][/path]")
+            raise ValueError(f"upstream {upstream!r} must be ws://HOST:PORT[/path] or wss://HOST[:PORT][/path]")
         secure = parts.scheme in ("wss", "https")
         self.upstream_url = upstream
         self.upstream_host = parts.hostname
