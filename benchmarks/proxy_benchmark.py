@@ -6,7 +6,11 @@ The echo server, the proxy and Toxiproxy each run in their own process; the load
 at 1 and at 50 concurrent connections; the proxy's are also given as ratios to the direct ones
 measured in the same run.
 
-Run: python benchmarks/proxy_benchmark.py [--seconds 5]
+With ``--tls`` the echo server speaks TLS (a certificate from a local CA made with trustme, a test
+dependency): "direct" is then wss:// straight to it, and the proxy takes plain ws and speaks TLS to
+it, as in front of a deployed API Gateway.
+
+Run: python benchmarks/proxy_benchmark.py [--seconds 5] [--tls]
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -31,13 +36,17 @@ sys.path.insert(0, str(ROOT))
 from harness.stack.ports import free_port  # noqa: E402
 
 ECHO_SERVER = """
-import asyncio, sys
+import asyncio, ssl, sys
 from websockets.asyncio.server import serve
 async def echo(ws):
     async for message in ws:
         await ws.send(message)
 async def main():
-    async with serve(echo, "127.0.0.1", int(sys.argv[1]), max_size=None, compression=None):
+    context = None
+    if len(sys.argv) > 2:  # PEM files: certificate chain, key
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(sys.argv[2], sys.argv[3])
+    async with serve(echo, "127.0.0.1", int(sys.argv[1]), max_size=None, compression=None, ssl=context):
         await asyncio.Future()
 asyncio.run(main())
 """
@@ -55,12 +64,14 @@ def _wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-async def _round_trips(url: str, connections: int, seconds: float, payload: bytes) -> tuple[float, float]:
+async def _round_trips(url: str, connections: int, seconds: float, payload: bytes,
+                       context: ssl.SSLContext | None) -> tuple[float, float]:
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
 
     async def client() -> None:
-        async with websockets.connect(url, max_size=None, compression=None) as ws:
+        async with websockets.connect(url, max_size=None, compression=None,
+                                      ssl=context if url.startswith("wss://") else None) as ws:
             while time.perf_counter() < stop_at:
                 started = time.perf_counter()
                 await ws.send(payload)
@@ -77,56 +88,77 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--payload", type=int, default=64, help="bytes per message")
+    parser.add_argument("--tls", action="store_true", help="the echo server speaks TLS; the proxy speaks TLS to it")
     args = parser.parse_args()
     payload = b"x" * args.payload
     processes = []
-    try:
-        echo_port = free_port()
-        processes.append(subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(echo_port)]))
-        _wait_port(echo_port)
-        targets = {"direct": f"ws://127.0.0.1:{echo_port}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            _run(args, payload, processes, Path(tmp))
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=10)
 
-        with tempfile.TemporaryDirectory() as tmp:
-            ready = Path(tmp) / "ready.json"
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "harness", "proxy", "--upstream", targets["direct"], "--ready-file", str(ready)],
-                cwd=ROOT, stdout=subprocess.DEVNULL))
-            deadline = time.monotonic() + 30
-            while not ready.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            targets["relay-harness proxy"] = json.loads(ready.read_text())["proxy"]
 
-        toxiproxy = shutil.which("toxiproxy-server")
-        if toxiproxy:
-            api_port, listen_port = free_port(), free_port()
-            processes.append(subprocess.Popen([toxiproxy, "-port", str(api_port)], stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL))
-            _wait_port(api_port)
-            body = json.dumps({"name": "bench", "listen": f"127.0.0.1:{listen_port}",
-                               "upstream": f"127.0.0.1:{echo_port}"}).encode()
-            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{api_port}/proxies", data=body,
-                                                          method="POST"), timeout=10).read()
-            targets["toxiproxy"] = f"ws://127.0.0.1:{listen_port}"
+def _tls_files(tmp: Path) -> tuple[ssl.SSLContext, list[str]]:
+    """A client context trusting a new local CA, and the echo server's certificate files and CA file."""
+    import trustme
 
-        results = {}
-        for connections in (1, 50):
-            for name, url in targets.items():
-                results[(name, connections)] = asyncio.run(_round_trips(url, connections, args.seconds, payload))
-        print(f"{args.payload}-byte messages, {args.seconds:.0f} s per figure; toxiproxy-server "
-              f"{'found' if toxiproxy else 'not on PATH, so not measured'}")
-        for connections in (1, 50):
-            direct_rate, direct_latency = results[("direct", connections)]
-            for name in targets:
-                rate, latency = results[(name, connections)]
-                line = f"{connections:>2} conn  {name:<20} {rate:>9.0f} round trips/s  median {latency:>7.0f} us"
-                if name != "direct":
-                    line += (f"  (x{rate / direct_rate:.2f} throughput, +{latency - direct_latency:.0f} us "
-                             f"median vs direct)")
-                print(line)
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=10)
+    ca = trustme.CA()
+    files = [str(tmp / name) for name in ("chain.pem", "key.pem", "ca.pem")]
+    certificate = ca.issue_cert("localhost")
+    certificate.private_key_and_cert_chain_pem.write_to_path(files[0])
+    certificate.private_key_pem.write_to_path(files[1])
+    ca.cert_pem.write_to_path(files[2])
+    return ssl.create_default_context(cafile=files[2]), files
+
+
+def _run(args: argparse.Namespace, payload: bytes, processes: list[subprocess.Popen], tmp: Path) -> None:
+    context, files = _tls_files(tmp) if args.tls else (None, [])
+    echo_port = free_port()
+    processes.append(subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(echo_port), *files[:2]]))
+    _wait_port(echo_port)
+    targets = {"direct": f"wss://localhost:{echo_port}" if args.tls else f"ws://127.0.0.1:{echo_port}"}
+
+    ready = tmp / "ready.json"
+    processes.append(subprocess.Popen(
+        [sys.executable, "-m", "harness", "proxy", "--upstream", targets["direct"],
+         *(["--upstream-ca", files[2]] if args.tls else []), "--ready-file", str(ready)],
+        cwd=ROOT, stdout=subprocess.DEVNULL))
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    targets["relay-harness proxy"] = json.loads(ready.read_text())["proxy"]
+
+    toxiproxy = None if args.tls else shutil.which("toxiproxy-server")  # it would pass TLS through unchanged
+    if toxiproxy:
+        api_port, listen_port = free_port(), free_port()
+        processes.append(subprocess.Popen([toxiproxy, "-port", str(api_port)], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        _wait_port(api_port)
+        body = json.dumps({"name": "bench", "listen": f"127.0.0.1:{listen_port}",
+                           "upstream": f"127.0.0.1:{echo_port}"}).encode()
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{api_port}/proxies", data=body,
+                                                      method="POST"), timeout=10).read()
+        targets["toxiproxy"] = f"ws://127.0.0.1:{listen_port}"
+
+    results = {}
+    for connections in (1, 50):
+        for name, url in targets.items():
+            results[(name, connections)] = asyncio.run(_round_trips(url, connections, args.seconds, payload,
+                                                                    context))
+    print(f"{args.payload}-byte messages, {args.seconds:.0f} s per figure, {'TLS' if args.tls else 'plain'} "
+          f"echo server; toxiproxy-server {'found' if toxiproxy else 'not measured'}")
+    for connections in (1, 50):
+        direct_rate, direct_latency = results[("direct", connections)]
+        for name in targets:
+            rate, latency = results[(name, connections)]
+            line = f"{connections:>2} conn  {name:<20} {rate:>9.0f} round trips/s  median {latency:>7.0f} us"
+            if name != "direct":
+                line += (f"  (x{rate / direct_rate:.2f} throughput, +{latency - direct_latency:.0f} us "
+                         f"median vs direct)")
+            print(line)
 
 
 if __name__ == "__main__":

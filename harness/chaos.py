@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
     chaos.add_argument("--profile", required=True, help="chaos profile NAME (scenarios/profiles/) or FILE.toml")
     chaos.add_argument("--seed", type=int, help="seed of every fault decision (default: a random one, printed)")
     chaos.add_argument("--target", default="local",
-                       help="`local` (the embedded local stack, the default) or the relay's ws:// URL")
+                       help="`local` (the embedded local stack, the default) or the relay's ws:// or wss:// URL")
     chaos.add_argument("--ping-url", default="", help="with a --target: the relay's GET /ping URL")
     chaos.add_argument("--template", type=Path, help="with --target local: the SAM template of the relay to run")
     chaos.add_argument("--out", type=Path, help="the run's folder (default: reports/<time>-...)")

@@ -130,8 +130,6 @@ def _check_options(environment: Environment) -> str:
         _fail(f"--session-size: {exc}")
     if options.cleanup_wait < 0:
         _fail(f"--cleanup-wait {options.cleanup_wait:g} must be 0 or more seconds")
-    if host.startswith("wss://") and options.chaos_profile:
-        _fail("--chaos-profile needs a ws:// --host (the proxy does not terminate TLS), or no --host")
     if options.run_dir and Path(options.run_dir).exists() and not Path(options.run_dir).is_dir():
         _fail(f"--run-dir {options.run_dir} is a file: pass a folder (it is created if missing)")
     if options.template:

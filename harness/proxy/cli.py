@@ -18,6 +18,7 @@ from ..stack.ports import PortInUse
 from .control import ControlServer
 from .faults import FaultSpec, FaultSpecError, parse_cli_fault, parse_fault
 from .server import ChaosProxy
+from .tls import UpstreamTls, upstream_tls
 
 
 def _address(value: str, what: str) -> tuple[str, int]:
@@ -30,7 +31,10 @@ def _address(value: str, what: str) -> tuple[str, int]:
 def add_parser(sub: Any) -> None:
     proxy = sub.add_parser("proxy", help="chaos proxy for WebSocket traffic: frame faults, seeded, logged")
     proxy.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to accept clients on (port 0: any free)")
-    proxy.add_argument("--upstream", required=True, help="ws://HOST:PORT[/stage] to forward to")
+    proxy.add_argument("--upstream", required=True, help="ws:// or wss://HOST[:PORT][/stage] to forward to")
+    proxy.add_argument("--upstream-ca", metavar="FILE",
+                       help="with a wss:// upstream: trust the CAs in this PEM file (default: $SSL_CERT_FILE, "
+                            "$REQUESTS_CA_BUNDLE, else the system trust store; verification is always on)")
     proxy.add_argument("--seed", type=int, default=0, help="every fault decision derives from it (default 0)")
     proxy.add_argument("--fault", action="append", default=[], metavar="SPEC",
                        help="a fault, as JSON or type=drop,direction=downstream,probability=0.1,match.type=MESSAGE "
@@ -59,26 +63,35 @@ def fault_specs(profile: str | None, faults: list[str]) -> list[FaultSpec]:
     return specs
 
 
-def _upstream(url: str) -> str:
-    """A ws:// URL whose host resolves (it need not be listening yet)."""
+def _upstream(url: str, ca_file: str | None) -> tuple[str, UpstreamTls | None]:
+    """A ws:// or wss:// URL whose host resolves (it need not be listening yet), and for wss:// the
+    certificates to trust."""
     parts = urlsplit(url)
-    if parts.scheme != "ws" or not parts.hostname:
-        raise UsageError(f"--upstream {url!r} must be ws://HOST:PORT[/stage] (wss:// is not proxied)")
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise UsageError(f"--upstream {url!r} must be ws://HOST:PORT[/stage] or wss://HOST[:PORT][/stage]")
     try:
-        socket.getaddrinfo(parts.hostname, parts.port or 80, proto=socket.IPPROTO_TCP)
+        socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
     except (OSError, ValueError):
-        raise UsageError(f"--upstream host {parts.hostname!r} does not resolve: pass a reachable ws:// URL") from None
-    return url
+        raise UsageError(f"--upstream host {parts.hostname!r} does not resolve: pass a reachable ws:// or wss:// "
+                         "URL") from None
+    if parts.scheme == "ws":
+        if ca_file:
+            raise UsageError("--upstream-ca is for a wss:// --upstream; leave it out for ws://")
+        return url, None
+    try:
+        return url, upstream_tls(parts.hostname, ca_file)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def run_proxy(args: argparse.Namespace) -> int:
     host, port = _address(args.listen, "--listen")
     control_host, control_port = _address(args.control, "--control")
-    upstream = _upstream(args.upstream)
+    upstream, tls = _upstream(args.upstream, args.upstream_ca)
     faults = fault_specs(args.profile, args.fault)
     try:
         proxy = ChaosProxy(upstream, host, port, seed=args.seed, faults=faults,
-                           fault_log=FaultLog(args.fault_log, keep=True))
+                           fault_log=FaultLog(args.fault_log, keep=True), tls=tls)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -92,6 +105,8 @@ def run_proxy(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     endpoints = {"proxy": proxy.endpoint, "control": control.endpoint, "upstream": args.upstream, "seed": args.seed,
                  "faults": [f.name for f in faults]}
+    if proxy.tls is not None:
+        endpoints["upstream_trust"] = proxy.tls.trust
     print(json.dumps(endpoints), flush=True)
     if args.ready_file:
         args.ready_file.write_text(json.dumps(endpoints))

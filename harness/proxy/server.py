@@ -34,6 +34,7 @@ from .frames import (
     encode_frame,
     new_mask,
 )
+from .tls import UpstreamTls, upstream_tls
 
 HEAD_LIMIT = 16 * 1024
 HANDSHAKE_TIMEOUT = 10.0
@@ -237,14 +238,20 @@ class ChaosProxy:
 
     def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0, *, seed: int = 0,
                  faults: list[FaultSpec] | None = None, fault_log: FaultLog | None = None,
-                 name: str = "relay") -> None:
+                 name: str = "relay", tls: UpstreamTls | None = None) -> None:
+        """``tls``: for a wss:// upstream, whose certificates to trust (default: ``upstream_tls(host)``)."""
         parts = urlsplit(upstream)
-        if parts.scheme not in ("ws", "http") or not parts.hostname:
-            raise ValueError(f"upstream {upstream!r} must be ws://HOST:PORT[/path] (wss:// is not proxied)")
+        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+            raise ValueError(f"upstream {upstream!r} must be ws://HOST:PORT[/path] or wss://HOST[:PORT][/path]")
+        secure = parts.scheme in ("wss", "https")
         self.upstream_url = upstream
         self.upstream_host = parts.hostname
-        self.upstream_port = parts.port or 80
+        self.upstream_port = parts.port or (443 if secure else 80)
         self.upstream_path = parts.path.rstrip("/")
+        # The Host header: the URL's host, and its port only when the URL names one.
+        authority = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        self.upstream_authority = f"{authority}:{parts.port}" if parts.port else authority
+        self.tls = (tls or upstream_tls(parts.hostname)) if secure else None
         self.host = host
         self.port = port
         self.seed = seed
@@ -428,7 +435,14 @@ class ChaosProxy:
             raise UpstreamError("no answer within 5 s") from None
         except OSError as exc:
             raise UpstreamError(exc.strerror or str(exc)) from None
-        lines = [f"GET {path} HTTP/1.1", f"Host: {self.upstream_host}:{self.upstream_port}"]
+        if self.tls is not None:
+            try:
+                await asyncio.wait_for(writer.start_tls(self.tls.context, server_hostname=self.tls.host),
+                                       self.tls.handshake_timeout)
+            except (OSError, TimeoutError) as exc:  # ssl's errors are OSErrors
+                _reset(writer)
+                raise UpstreamError(self.tls.explain(exc)) from None
+        lines = [f"GET {path} HTTP/1.1", f"Host: {self.upstream_authority}"]
         for name, value in headers:
             # API Gateway negotiates no extensions, and compressed frames could not be inspected.
             if name.lower() not in ("host", "sec-websocket-extensions"):
