@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.checkers.model import number
 from harness.faults.profile import ProfileError, load_profile
 from tests.stack_support import wait_until
 
@@ -39,7 +40,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
 @pytest.mark.parametrize(("entry", "says"), [
     ("users = 0", "users must be a whole number from 1 to 10000, not 0"),
     ("duration = \"3m\"", "duration must be a number from 1 to 604800 (seconds), not '3m'"),
-    ("session_size = 2.5", "session_size must be a whole number from 2 to 32, not 2.5"),
+    ("session_size = 2.5", 'session_size must be N or "A-B" (e.g. 2 or "2-4"), not 2.5'),
+    ("session_size = \"4-2\"", "session size '4-2' must be from 2 to 32 (N or A-B, A <= B)"),
+    ("short_expiry = 1", "short_expiry must be true or false, not 1"),
 ])
 def test_a_profile_describing_a_bad_experiment_is_refused(tmp_path, entry, says):
     path = tmp_path / "p.toml"
@@ -49,18 +52,27 @@ def test_a_profile_describing_a_bad_experiment_is_refused(tmp_path, entry, says)
 
 
 def test_smoke_passes_the_reference_relay_with_every_seam_injected_and_prints_its_replay(tmp_path):
+    """The reference relay under every seam at once must pass, with the checkers that need faults
+    to have anything to judge (recovery, fan-out, live clean-up, session end) exercised."""
     run_dir = tmp_path / "run"
     done = subprocess.run([*CHAOS, "--profile", "smoke", "--seed", "1", "--out", str(run_dir)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+                          capture_output=True, text=True, timeout=240)
+    results = json.loads((run_dir / "results.json").read_text())
+    failed = [v["message"] for c in results["checks"] for v in c["violations"]]
+    assert (done.returncode, results["verdict"], failed) == (0, "pass", []), done.stderr[-3000:]
     assert "replay: relay-harness chaos --profile smoke --seed 1" in done.stdout
     info = json.loads((run_dir / "run.json").read_text())
-    profile = load_profile("smoke")
-    assert (info["seed"], info["session_size"]) == (1, profile.run["session_size"])
-    seams = {f["seam"] for f in _faults(run_dir / "faults.jsonl")}
-    assert seams == {"wire", "invocation", "store", "management", "process"}
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["verdict"] == "pass"
+    assert (info["seed"], info["session_sizes"]) == (1, [2, 3])
+    faults = _faults(run_dir / "faults.jsonl")
+    assert {f["seam"] for f in faults} == {"wire", "invocation", "store", "management", "process"}
+    assert {f["fault"] for f in faults if f["seam"] == "process"} == {"store_outage", "stream_stall", "clock_skew"}
+    checked = {c["name"]: c["checked"] for c in results["checks"]}
+    assert all(checked[name] > 0 for name in ("session_end", "recovery", "live_cleanup", "fanout", "pinned")), checked
+    # Relayed messages carry the relay's clock: 90 s ahead, 90 s behind, and right.
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    offsets = {round((number(r["msg"]["time"]) - r["t"]) / 90_000) for r in history
+               if r["op"] == "recv" and r["msg"].get("type") == "MESSAGE"}
+    assert offsets == {-1, 0, 1}
 
 
 def test_a_cancelled_job_forwards_one_ctrl_c_and_exits_as_its_report_says(tmp_path):

@@ -17,7 +17,7 @@ from harness.checkers import (
     notifications,
     pinned,
 )
-from harness.checkers.model import Run
+from harness.checkers.model import Run, fault_span
 
 _mono = count()
 
@@ -241,3 +241,11 @@ def test_health_counts_errors_timeouts_and_given_up_batches():
 def test_every_checker_accepts_any_history(records):
     for check in (membership, liveness, delivery, notifications, client_errors, pinned, cleanup, health):
         check.check(Run(records))
+
+
+def test_a_fault_lasts_its_span_plus_the_delay_it_adds_but_a_clock_offset_is_no_duration():
+    assert fault_span({"fault": "latency", "params": {"ms": 250}}) == 0.25
+    assert fault_span({"fault": "store_outage", "params": {"seconds": 4}}) == 4
+    assert fault_span({"fault": "reorder", "params": {"hold": 1, "max_wait_ms": 200}}) == 0.2
+    assert fault_span({"fault": "clock_skew", "params": {"ms": 90_000, "seconds": 5}}) == 5
+    assert fault_span({"fault": "clock_skew", "params": {"ms": -90_000, "seconds": 5}}) == 5

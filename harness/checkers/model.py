@@ -279,8 +279,12 @@ def _names(target: dict[str, Any], pid: str | None, kind: str | None) -> bool:
 
 
 def fault_span(fault: dict[str, Any]) -> float:
+    """Seconds a fault goes on after it took effect: its span (``seconds`` / ``for``), plus a delay
+    it adds (``ms``; for ``clock_skew`` that is the clock's offset, not a duration) and a reorder's
+    longest hold (``max_wait_ms``)."""
     params = fault.get("params") or {}
-    return float(params.get("seconds", 0) or params.get("for", 0)) + float(params.get("ms", 0)) / 1000 + float(
+    delay = 0.0 if fault.get("fault") == "clock_skew" else float(params.get("ms", 0)) / 1000
+    return float(params.get("seconds", 0) or params.get("for", 0)) + delay + float(
         params.get("max_wait_ms", 0)) / 1000
 
 
