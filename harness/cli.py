@@ -15,7 +15,8 @@ from typing import Any, NoReturn
 from . import __version__
 
 # Each module defines ``add_parser(subparsers)``, whose parser sets ``run`` (args -> exit status).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("harness.stack.cli", "harness.proxy.cli", "harness.report.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("harness.stack.cli", "harness.proxy.cli", "harness.report.cli",
+                                      "harness.lambda_faults")
 
 
 class UsageError(Exception):
