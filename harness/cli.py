@@ -16,7 +16,8 @@ from . import __version__
 
 # Each module defines ``add_parser(subparsers)``, whose parser sets ``run`` (args -> exit status).
 SUBCOMMAND_MODULES: tuple[str, ...] = ("harness.stack.cli", "harness.proxy.cli", "harness.report.cli",
-                                        "harness.chaos", "harness.faults.fis", "harness.report.compare")
+                                        "harness.chaos", "harness.faults.fis", "harness.report.compare",
+                                        "harness.lambda_faults")
 
 
 class UsageError(Exception):

@@ -58,7 +58,7 @@ class LocalRelay:
         self.stream_invocations: list[dict[str, Any]] = []
 
     def function(self, logical_id: str) -> Any:
-        return handler(self.template.function_properties(logical_id)["Handler"])
+        return handler(resolve(self.template.function_properties(logical_id)["Handler"], self.context, logical_id))
 
     # ---- the WebSocket API -------------------------------------------------------------------
     def ws(self, route: str, conn_id: str, **kwargs: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ def translated():
     packaged = copy.deepcopy(body)
     # What `sam package` does before CloudFormation sees the template.
     packaged["Globals"]["Function"]["CodeUri"] = "s3://relay-artifacts/simple-relay.zip"
+    packaged["Resources"]["ChaosLayer"]["Properties"]["ContentUri"] = "s3://relay-artifacts/chaos-layer.zip"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         return transform(packaged, {}, _NoManagedPolicies())

@@ -1,9 +1,9 @@
 """The store and management seams: faults on the AWS calls handlers make, through botocore's events.
 
 ``CallFaults.install(events)`` registers two handlers on a botocore event system (the stack uses
-boto3's default session, from which every client a handler creates later copies its handlers; a
-wrapper on AWS would do the same at cold start). Nothing in the relay changes. Per attempt, just
-before the request goes out (``before-send``), a rule may:
+boto3's default session, from which every client a handler creates later copies its handlers; the
+Lambda wrapper, ``harness/lambda_chaos.py``, does the same at cold start). Nothing in the relay
+changes. Per attempt, just before the request goes out (``before-send``), a rule may:
 
 store (DynamoDB), matched on function, table (name or template logical id) and operation:
 - ``ProvisionedThroughputExceededException``, ``ThrottlingException`` (400) and
@@ -42,7 +42,7 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.httpsession import URLLib3Session
 
 from ..faults.plan import FaultPlan, Rule
-from .invocation_faults import InvocationFrozen, frozen_at, invocation_calls, invocation_key
+from .invocation_keys import InvocationFrozen, frozen_at, invocation_calls, invocation_key
 from .logs import current_invocation
 
 _SEAM_OF = {"dynamodb": "store", "apigatewaymanagementapi": "management"}
@@ -92,8 +92,12 @@ class _Call:
 class CallFaults:
     """The store and management seams (and the invocation seam's freeze) for one stack."""
 
-    def __init__(self, plan: FaultPlan, tables: dict[str, str] | None = None) -> None:
+    def __init__(self, plan: FaultPlan, tables: dict[str, str] | None = None,
+                 hook_id: str = "relay-harness-call-faults") -> None:
+        """``tables``: logical id -> table name, so rules may match either; ``hook_id`` names the
+        botocore registrations (two CallFaults on one session need two names)."""
         self.plan = plan
+        self.hook_id = hook_id
         self.logical = {name: logical for logical, name in (tables or {}).items()}
         self._thread = threading.local()
         self._committed: dict[str, tuple[float, int, bytes]] = {}  # ClientRequestToken -> (t, status, body)
@@ -103,13 +107,13 @@ class CallFaults:
 
     def install(self, events: Any) -> None:
         self._events = events
-        events.register("before-call", self._before_call, unique_id="relay-harness-call-faults-call")
-        events.register("before-send", self._before_send, unique_id="relay-harness-call-faults-send")
+        events.register("before-call", self._before_call, unique_id=f"{self.hook_id}-call")
+        events.register("before-send", self._before_send, unique_id=f"{self.hook_id}-send")
 
     def uninstall(self) -> None:
         if self._events is not None:
-            self._events.unregister("before-call", unique_id="relay-harness-call-faults-call")
-            self._events.unregister("before-send", unique_id="relay-harness-call-faults-send")
+            self._events.unregister("before-call", unique_id=f"{self.hook_id}-call")
+            self._events.unregister("before-send", unique_id=f"{self.hook_id}-send")
             self._events = None
         self._http.close()
 

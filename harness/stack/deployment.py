@@ -1,13 +1,17 @@
 """What a SAM template deploys, as the local stack needs it: functions, routes, event sources.
 
 Names follow one local convention: a function is named after its logical id, a resource's Ref is
-its logical id unless it has a physical name (tables), and ARNs are shaped like AWS's.
+its logical id unless it has a physical name (tables), and ARNs are shaped like AWS's. Resources
+whose Condition is false are left out. A function's Layers that are LayerVersions of the template
+with a local ContentUri put that folder's ``python/`` on its import path, as Lambda puts
+``/opt/python``; layers given by ARN are not available locally and are left out.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .runtime import FunctionSpec
@@ -50,6 +54,8 @@ def deployment_context(template: Template, *, stack_name: str = "local", region:
     """Refs and attributes for every resource, with tables' real names and streams' real ARNs."""
     params = {**template.parameter_defaults(), **(parameters or {})}
     base = Context(stack_name, region, account, params)
+    conditions = template.conditions(base)
+    base = Context(stack_name, region, account, params, conditions=conditions)
     references: dict[str, str] = {}
     attributes: dict[tuple[str, str], str] = {}
     for logical_id, resource in template.resources.items():
@@ -63,7 +69,7 @@ def deployment_context(template: Template, *, stack_name: str = "local", region:
         attributes[(spec.logical_id, "Arn")] = f"arn:aws:dynamodb:{region}:{account}:table/{spec.name}"
         attributes[(spec.logical_id, "StreamArn")] = (stream_arns or {}).get(spec.name) or (
             f"arn:aws:dynamodb:{region}:{account}:table/{spec.name}/stream/local")
-    return Context(stack_name, region, account, params, references, attributes)
+    return Context(stack_name, region, account, params, references, attributes, conditions)
 
 
 def _function_spec(template: Template, logical_id: str, context: Context) -> FunctionSpec:
@@ -78,7 +84,17 @@ def _function_spec(template: Template, logical_id: str, context: Context) -> Fun
     return FunctionSpec(
         logical_id=logical_id, name=logical_id, handler=handler, code_dir=(template.path.parent / code_uri).resolve(),
         environment={k: str(v) for k, v in variables.items() if v is not None},
-        timeout=float(props.get("Timeout", 3)), memory_mb=int(props.get("MemorySize", 128)))
+        timeout=float(props.get("Timeout", 3)), memory_mb=int(props.get("MemorySize", 128)),
+        layer_dirs=tuple(_layer_dir(template, str(layer), context, logical_id) for layer in props.get("Layers") or []
+                         if str(layer) in template.of_type("AWS::Serverless::LayerVersion", context)))
+
+
+def _layer_dir(template: Template, logical_id: str, context: Context, function: str) -> Path:
+    content = resolve(template.resources[logical_id].get("Properties", {}).get("ContentUri"), context, logical_id)
+    if not isinstance(content, str):
+        raise TemplateError(f"{function}: layer {logical_id}'s ContentUri must be a local folder to run locally, "
+                            f"not {content!r}")
+    return (template.path.parent / content / "python").resolve()
 
 
 def _function_of_uri(uri: str, functions: dict[str, FunctionSpec], where: str) -> str:
@@ -90,19 +106,20 @@ def _function_of_uri(uri: str, functions: dict[str, FunctionSpec], where: str) -
 
 def load_deployment(template: Template, context: Context) -> Deployment:
     functions = {logical_id: _function_spec(template, logical_id, context)
-                 for logical_id, resource in template.resources.items() if resource.get("Type") in _FUNCTION_TYPES}
+                 for logical_id, resource in template.present(context).items()
+                 if resource.get("Type") in _FUNCTION_TYPES}
     stages = [resolve(r.get("Properties", {}), context, name).get("StageName")
-              for name, r in template.of_type("AWS::ApiGatewayV2::Stage").items()]
+              for name, r in template.of_type("AWS::ApiGatewayV2::Stage", context).items()]
     deployment = Deployment(template, context, stage=next((s for s in stages if s), "production"),
                             functions=functions)
 
-    websocket_apis = {name for name, r in template.of_type("AWS::ApiGatewayV2::Api").items()
+    websocket_apis = {name for name, r in template.of_type("AWS::ApiGatewayV2::Api", context).items()
                       if r.get("Properties", {}).get("ProtocolType") == "WEBSOCKET"}
     for name in websocket_apis:
         props = template.resources[name]["Properties"]
         deployment.selection_expression = props.get("RouteSelectionExpression", "$request.body.action")
-    integrations = template.of_type("AWS::ApiGatewayV2::Integration")
-    for name, route in template.of_type("AWS::ApiGatewayV2::Route").items():
+    integrations = template.of_type("AWS::ApiGatewayV2::Integration", context)
+    for name, route in template.of_type("AWS::ApiGatewayV2::Route", context).items():
         props = resolve(route.get("Properties", {}), context, name)
         if props.get("ApiId") not in websocket_apis:
             continue
@@ -113,9 +130,7 @@ def load_deployment(template: Template, context: Context) -> Deployment:
         uri = resolve(integrations[integration]["Properties"].get("IntegrationUri", ""), context, integration)
         deployment.websocket_routes[props["RouteKey"]] = _function_of_uri(str(uri), functions, integration)
 
-    for logical_id, resource in template.resources.items():
-        if resource.get("Type") != "AWS::Serverless::Function":
-            continue
+    for logical_id, resource in template.of_type("AWS::Serverless::Function", context).items():
         for event_name, event in (resource.get("Properties", {}).get("Events") or {}).items():
             kind = event.get("Type")
             props = resolve(event.get("Properties", {}), context, f"{logical_id}.{event_name}")

@@ -57,6 +57,7 @@ class FunctionSpec:
     environment: dict[str, str]
     timeout: float = 3.0
     memory_mb: int = 128
+    layer_dirs: tuple[Path, ...] = ()  # each layer's python/ folder, after code_dir on the import path
 
 
 @dataclass
@@ -125,9 +126,9 @@ class InProcessFunction:
         with self._import_lock:
             if self._handler is None:
                 module_name, _, attribute = self.spec.handler.rpartition(".")
-                code_dir = str(self.spec.code_dir)
-                if code_dir not in sys.path:
-                    sys.path.insert(0, code_dir)
+                for folder in map(str, (*reversed(self.spec.layer_dirs), self.spec.code_dir)):
+                    if folder not in sys.path:
+                        sys.path.insert(0, folder)
                 module = importlib.import_module(module_name)
                 self._handler = getattr(module, attribute)
             return self._handler

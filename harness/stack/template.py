@@ -1,8 +1,10 @@
 """Reading a SAM template into what the local stack needs: tables, functions, their settings.
 
 Only the intrinsic functions a relay template uses for names and settings are resolved (Ref,
-Sub, GetAtt, Join, Select, If-free values); anything else raises ``TemplateError`` naming the
-resource and value, so an unsupported template fails loudly instead of running half-configured.
+Sub, GetAtt, Join, Select, If with ``AWS::NoValue``); anything else raises ``TemplateError`` naming
+the resource and value, so an unsupported template fails loudly instead of running half-configured.
+Conditions (Equals, Not, And, Or, Condition) are evaluated against the parameters, and a resource
+whose ``Condition`` is false does not exist.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Context:
     parameters: dict[str, str] = field(default_factory=dict)
     references: dict[str, str] = field(default_factory=dict)
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)
+    conditions: dict[str, bool] = field(default_factory=dict)
 
 
 class Template:
@@ -78,8 +81,30 @@ class Template:
     def resources(self) -> dict[str, dict[str, Any]]:
         return self.body["Resources"]
 
-    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
-        return {name: r for name, r in self.resources.items() if r.get("Type") == resource_type}
+    def present(self, context: Context) -> dict[str, dict[str, Any]]:
+        """The resources that exist under ``context``'s conditions."""
+        return {name: r for name, r in self.resources.items() if _exists(name, r, context)}
+
+    def of_type(self, resource_type: str, context: Context) -> dict[str, dict[str, Any]]:
+        return {name: r for name, r in self.present(context).items() if r.get("Type") == resource_type}
+
+    def conditions(self, context: Context) -> dict[str, bool]:
+        """Every condition of the template, evaluated against ``context``'s parameters."""
+        raw = self.body.get("Conditions") or {}
+        values: dict[str, bool] = {}
+
+        def evaluate(name: str, seen: tuple[str, ...]) -> bool:
+            if name not in raw:
+                raise TemplateError(f"condition {name!r} is not defined in Conditions")
+            if name in seen:
+                raise TemplateError(f"condition {name!r} refers to itself")
+            if name not in values:
+                values[name] = _condition(raw[name], context, lambda n: evaluate(n, (*seen, name)), name)
+            return values[name]
+
+        for name in raw:
+            evaluate(name, ())
+        return values
 
     def parameter_defaults(self) -> dict[str, str]:
         return {name: str(p["Default"]) for name, p in self.body.get("Parameters", {}).items() if "Default" in p}
@@ -98,18 +123,57 @@ class Template:
         return merged
 
 
+def _exists(name: str, resource: dict[str, Any], context: Context) -> bool:
+    condition = resource.get("Condition")
+    if condition is None:
+        return True
+    if condition not in context.conditions:
+        raise TemplateError(f"{name}: Condition {condition!r} is not defined in Conditions")
+    return context.conditions[condition]
+
+
+def _condition(value: Any, context: Context, named: Any, where: str) -> bool:
+    """One condition expression; ``named(name)`` evaluates a ``Condition`` it refers to."""
+    if isinstance(value, dict) and len(value) == 1:
+        (key, arg), = value.items()
+        if key == "Condition":
+            return named(arg)
+        if key == "Fn::Equals" and isinstance(arg, list) and len(arg) == 2:
+            return str(resolve(arg[0], context, where)) == str(resolve(arg[1], context, where))
+        if key == "Fn::Not" and isinstance(arg, list) and len(arg) == 1:
+            return not _condition(arg[0], context, named, where)
+        if key in ("Fn::And", "Fn::Or") and isinstance(arg, list):
+            results = [_condition(a, context, named, where) for a in arg]
+            return all(results) if key == "Fn::And" else any(results)
+    raise TemplateError(f"condition {where}: {value!r} is not Equals, Not, And, Or or Condition")
+
+
 _SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
+_NO_VALUE = object()  # !Ref AWS::NoValue: the property, or the list item, is left out
 
 
 def resolve(value: Any, context: Context, where: str = "template") -> Any:
-    """Resolve the intrinsic functions in ``value`` against ``context``."""
+    """Resolve the intrinsic functions in ``value`` against ``context`` (``AWS::NoValue`` leaves its
+    key or list item out; on its own it is None)."""
+    resolved = _resolve(value, context, where)
+    return None if resolved is _NO_VALUE else resolved
+
+
+def _resolve(value: Any, context: Context, where: str) -> Any:
     if isinstance(value, list):
-        return [resolve(v, context, where) for v in value]
+        items = [_resolve(v, context, where) for v in value]
+        return [item for item in items if item is not _NO_VALUE]
     if not isinstance(value, dict):
         return value
-    if len(value) != 1:
-        return {k: resolve(v, context, f"{where}.{k}") for k, v in value.items()}
+    if len(value) != 1 or not (set(value) & {"Ref", "Condition"} or next(iter(value)).startswith("Fn::")):
+        items = {k: _resolve(v, context, f"{where}.{k}") for k, v in value.items()}
+        return {k: v for k, v in items.items() if v is not _NO_VALUE}
     (key, arg), = value.items()
+    if key == "Fn::If":
+        if not (isinstance(arg, list) and len(arg) == 3 and arg[0] in context.conditions):
+            raise TemplateError(f"{where}: !If needs [a condition of Conditions, value if true, value if false], "
+                                f"not {arg!r}")
+        return _resolve(arg[1] if context.conditions[arg[0]] else arg[2], context, where)
     if key == "Ref":
         return _ref(arg, context, where)
     if key == "Fn::GetAtt":
@@ -136,15 +200,13 @@ def resolve(value: Any, context: Context, where: str = "template") -> Any:
     if key == "Fn::Select":
         index, items = arg
         return resolve(items, context, where)[int(index)]
-    if key.startswith("Fn::") or key == "Condition":
-        raise TemplateError(f"{where}: {key} is not supported by the local stack")
-    return {key: resolve(arg, context, f"{where}.{key}")}
+    raise TemplateError(f"{where}: {key} is not supported by the local stack")
 
 
 def _ref(name: str, context: Context, where: str) -> Any:
     pseudo = {"AWS::StackName": context.stack_name, "AWS::Region": context.region,
               "AWS::AccountId": context.account_id, "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com",
-              "AWS::NoValue": None}
+              "AWS::NoValue": _NO_VALUE}
     if name in pseudo:
         return pseudo[name]
     if name in context.parameters:
@@ -166,7 +228,7 @@ class TableSpec:
 
 def table_specs(template: Template, context: Context) -> list[TableSpec]:
     specs = []
-    for logical_id, resource in template.of_type("AWS::DynamoDB::Table").items():
+    for logical_id, resource in template.of_type("AWS::DynamoDB::Table", context).items():
         props = resolve(resource.get("Properties", {}), context, logical_id)
         ttl = props.get("TimeToLiveSpecification") or {}
         specs.append(TableSpec(

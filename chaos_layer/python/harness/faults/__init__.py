@@ -1,0 +1,1 @@
+../../../../harness/faults/__init__.py

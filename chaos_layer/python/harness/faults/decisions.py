@@ -1,0 +1,1 @@
+../../../../harness/faults/decisions.py

@@ -1,0 +1,1 @@
+../../../../harness/faults/log.py

@@ -1,0 +1,1 @@
+../../../harness/lambda_chaos.py

@@ -1,0 +1,1 @@
+../../../../harness/stack/__init__.py

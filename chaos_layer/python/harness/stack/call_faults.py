@@ -1,0 +1,1 @@
+../../../../harness/stack/call_faults.py

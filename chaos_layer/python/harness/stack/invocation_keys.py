@@ -1,0 +1,1 @@
+../../../../harness/stack/invocation_keys.py
