@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -189,18 +187,3 @@ def test_no_rule_patches_nothing_and_an_invoke_api_function_is_named_once(tmp_pa
     finally:
         skewed.stop()
     assert time.time is real_time
-
-
-def test_a_locust_run_with_the_relay_clock_ahead_then_behind_is_no_false_alarm(tmp_path):
-    run_dir = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", "6",
-                           "-r", "6", "-t", "15s", "--chaos-profile", str(ROOT / "tests/fixtures/clock_skew.toml"),
-                           "--seed", "1", "--run-dir", str(run_dir)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    faults = [json.loads(line) for line in (run_dir / "faults.jsonl").read_text().splitlines()]
-    assert [(f["fault"], f["params"]["ms"]) for f in faults] == [("clock_skew", SKEW_MS), ("clock_skew", -SKEW_MS)]
-    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-    offsets = {round((r["msg"]["time"] - r["t"]) / SKEW_MS) for r in history
-               if r["op"] == "recv" and r["msg"].get("type") == "MESSAGE"}
-    assert offsets == {-1, 0, 1}  # relayed messages stamped by a clock 90 s ahead, 90 s behind and right

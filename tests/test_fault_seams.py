@@ -241,28 +241,24 @@ def test_a_store_outage_then_a_stream_stall_are_survived_and_each_logged_once(tm
                                                               ("process", "stream_stall")]
 
 
-# ---- the built-in profiles against planted bugs and the reference relay ------------------------
+# ---- the built-in profiles against planted bugs -----------------------------------------------------
 @pytest.mark.parametrize(("profile", "websocket", "stream", "caught_by"), [
     ("retries", None, "resend_on_retry", "notifications"),
     ("races", "join_without_room_condition", None, "membership"),
     ("races", "join_without_retry", None, "health"),
-    ("retries", None, None, None),
-    ("races", None, None, None),
-], ids=["retries-resend", "races-no-room", "races-no-retry", "retries-reference", "races-reference"])
-def test_a_profile_fails_its_planted_bug_and_passes_the_reference_relay(tmp_path, profile, websocket, stream,
-                                                                          caught_by):
+], ids=["retries-resend", "races-no-room", "races-no-retry"])
+def test_a_profile_fails_its_planted_bug(tmp_path, profile, websocket, stream, caught_by):
+    """The other way, the reference relay under the same seams, is the smoke run (tests/test_chaos.py);
+    over 5 seeds per profile: benchmarks/seed_sweep.py (README "False alarms over seeds")."""
     run_dir = tmp_path / "run"
-    template = [] if caught_by is None else ["--template", str(planted_template(tmp_path / "relay", websocket,
-                                                                                 stream))]
+    template = planted_template(tmp_path / "relay", websocket, stream)
     done = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", "12",
                            "-r", "12", "-t", "12s", "--chaos-profile", profile, "--seed", "1", "--run-dir",
-                           str(run_dir), *template], cwd=ROOT, capture_output=True, text=True, timeout=150)
+                           str(run_dir), "--template", str(template)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=150)
     results = json.loads((run_dir / "results.json").read_text())
     failed = {c["name"]: [v["message"] for v in c["violations"]][:3] for c in results["checks"]
               if c["status"] == "fail"}
     seams = {f["seam"] for f in _faults(run_dir / "faults.jsonl")}
     assert seams == ({"invocation", "store", "management"} if profile == "retries" else {"store"})
-    if caught_by is None:
-        assert (done.returncode, failed) == (0, {}), done.stderr[-2000:]
-    else:
-        assert done.returncode == 1 and caught_by in failed, (failed, done.stderr[-2000:])
+    assert done.returncode == 1 and caught_by in failed, (failed, done.stderr[-2000:])
