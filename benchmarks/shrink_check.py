@@ -16,49 +16,18 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, settings
-from hypothesis.reporting import with_reporter
-from hypothesis.stateful import run_state_machine_as_test
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.planted import planted_relay  # noqa: E402
-from tests.relay_machine import RelayMachine, RelayWorld, use_world  # noqa: E402
+from tests.relay_machine import RelayWorld, run_machine  # noqa: E402
 
 BUGS = {"resend_on_retry": "StreamFunction", "join_without_room_condition": "WebSocketFunction"}
 MOST_STEPS = 10
-
-
-@dataclass
-class Outcome:
-    failed: bool
-    examples: int
-    seconds: float
-    script: list[str]
-
-    @property
-    def steps(self) -> int:
-        return sum(1 for line in self.script if line.startswith("state.") and line != "state.teardown()")
-
-
-def _run(world: RelayWorld, options: settings) -> Outcome:
-    lines: list[str] = []
-    first = next(RelayMachine._runs)
-    started = time.monotonic()
-    failed = False
-    with use_world(world), with_reporter(lambda text: lines.extend(str(text).splitlines())):
-        try:
-            run_state_machine_as_test(RelayMachine, settings=options)
-        except Exception:  # the machine's finding (AssertionError, or whatever the relay made it raise)
-            failed = True
-    seconds = time.monotonic() - started
-    script = [line for line in lines if line.startswith("state")]
-    return Outcome(failed, next(RelayMachine._runs) - first - 1, seconds, script)
 
 
 def _settings(max_examples: int, steps: int, shrink: bool) -> settings:
@@ -97,8 +66,8 @@ def main() -> int:
         template = planted_relay(folder / bug, "planted_relay", {BUGS[bug]: f"{bug}.handler"})
         world = RelayWorld(template, folder / bug / "logs")
         try:
-            found = _run(world, _settings(args.max_examples, args.steps, shrink=False))
-            shrunk = _run(world, _settings(args.max_examples, args.steps, shrink=True)) if found.failed else None
+            found = run_machine(world, _settings(args.max_examples, args.steps, shrink=False))
+            shrunk = run_machine(world, _settings(args.max_examples, args.steps, shrink=True)) if found.failed else None
         finally:
             world.stop()
         if shrunk is None or not shrunk.failed:
@@ -109,13 +78,15 @@ def main() -> int:
         print(f"{bug}: found after {found.examples} examples in {found.seconds:.0f} s with {found.steps} steps; "
               f"shrunk to {shrunk.steps} steps ({shrunk.examples} examples, {shrunk.seconds:.0f} s):", flush=True)
         print("\n".join("    " + line for line in shrunk.script), flush=True)
+        print(f"    -> {shrunk.failed}", flush=True)
     world = RelayWorld(log_dir=folder / "reference" / "logs")
     try:
-        reference = _run(world, _settings(args.reference_examples, args.steps, shrink=True))
+        reference = run_machine(world, _settings(args.reference_examples, args.steps, shrink=True))
     finally:
         world.stop()
     ok &= not reference.failed
-    verdict = "FAILED:\n" + "\n".join("    " + line for line in reference.script) if reference.failed else "passed"
+    verdict = ("FAILED:\n" + "\n".join("    " + line for line in [*reference.script, reference.failed])
+               if reference.failed else "passed")
     print(f"reference relay: {reference.examples} examples of {args.steps} steps in {reference.seconds:.0f} s, "
           f"{verdict}", flush=True)
     return 0 if ok else 1

@@ -22,6 +22,7 @@ import itertools
 import json
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +32,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import websocket
+from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+from hypothesis.reporting import with_reporter
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
 from harness.faults.log import FaultLog
 from harness.faults.plan import FaultPlan
@@ -136,6 +139,7 @@ class RelayWorld:
 
     def __init__(self, template: Path | None = None, log_dir: Path | None = None) -> None:
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="relay-machine-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.plan = FaultPlan([], SEED, FaultLog(self.log_dir / "faults.jsonl"), live=True)
         options = StackOptions(log_dir=self.log_dir, faults=self.plan)
         if template is not None:
@@ -176,6 +180,15 @@ class RelayWorld:
             return done and self.quiet()
 
         wait_until(ready, SETTLE_S, "the stack to settle")
+
+    def sessions_of(self, session_type: str) -> list[dict[str, Any]]:
+        """The sessions table's items of this session type, open pointers included (a scan)."""
+        pages = self.store.get_paginator("scan").paginate(
+            TableName=self.stack.tables["SessionsTable"], ConsistentRead=True,
+            FilterExpression="#type = :type OR begins_with(#id, :pointers)",
+            ExpressionAttributeNames={"#type": "type", "#id": "id"},
+            ExpressionAttributeValues={":type": {"S": session_type}, ":pointers": {"S": f".open.{session_type}."}})
+        return [item for page in pages for item in page["Items"]]
 
     def session_members(self, conn_id: str) -> list[str]:
         """The connection ids of the members of the session this connection joined (from the store)."""
@@ -321,6 +334,25 @@ class RelayMachine(RuleBasedStateMachine):
             for frame in got:
                 for message in frame if isinstance(frame, list) else []:
                     client.learn(message)
+        self._check_store(what)
+
+    def _check_store(self, what: str) -> None:
+        """Who is in which session, and the open-session pointers: the store must agree with the model."""
+        labels = {conn: f"{client}#{n}" for (run, client, n), conn in self.world.watch.connections.items()
+                  if run == self.run}
+        sessions, pointers = [], {}
+        for item in self.world.sessions_of(self.type):
+            if item["id"]["S"].startswith(".open."):
+                pointers[int(item["id"]["S"].rsplit(".", 1)[1])] = int(item["numWaiting"]["N"])
+            else:
+                members = [m["M"].get("connId", {}).get("S") for m in item.get("members", {}).get("L", [])]
+                sessions.append([labels.get(conn, conn) if conn else "-" for conn in members])
+        model = [[slot.socket or "-" for slot in s.slots] for s in self.model.sessions if not s.ended]
+        assert sorted(sessions) == sorted(model), (
+            f"after {what}: the store's sessions have members {sorted(sessions)}, the model's {sorted(model)}")
+        waiting = {size: len(s.slots) for (_, size), s in self.model.open_public.items()}
+        assert pointers == waiting, (f"after {what}: the store's open-session pointers count {pointers} waiting "
+                                     f"(size: members), the model {waiting}")
 
     def _faulted(self, expected: Delivery, open_sockets: set[str]) -> Delivery:
         """``expected`` after the armed fault, if it took effect in this step (then it is disarmed)."""
@@ -382,12 +414,12 @@ class RelayMachine(RuleBasedStateMachine):
         self._check(f"join_public({client}, {size})", expected, [])
 
     @precondition(lambda self: len(self.can("idle")) >= 2)
-    @rule(clients=st.runner().flatmap(lambda m: st.lists(st.sampled_from(m.can("idle")), min_size=2, max_size=2,
+    @rule(clients=st.runner().flatmap(lambda m: st.lists(st.sampled_from(m.can("idle")), min_size=2, max_size=3,
                                                          unique=True)),
           size=st.sampled_from(SIZES))
     def join_public_together(self, clients: list[str], size: int) -> None:
-        """Two players join the same (type, size) at the same instant; their reads are held back so
-        both read before either writes. Any serial order of the two is a correct outcome."""
+        """Two or three players join the same (type, size) at the same instant; their reads are held
+        back so they all read before any writes. Any serial order of the joins is a correct outcome."""
         hold = f"hold-reads-{self.run}"
         self.world.plan.add({"name": hold, "seam": "store", "type": "latency",
                              "params": {"ms": HOLD_READS_MS, "when": "after"},
@@ -412,8 +444,7 @@ class RelayMachine(RuleBasedStateMachine):
         labels = {self._conn_id(s.label): s.label for c in self.clients.values() for s in [c.socket] if s}
         actual = {p.name: [labels.get(conn, conn) for conn in self.world.session_members(self._conn_id(
             p.socket.label))] for p in players if p.socket}
-        orders = [players, players[::-1]]
-        for order in orders:
+        for order in itertools.permutations(players):
             model = self.model.copy()
             delivery: Delivery = {}
             for p in order:
@@ -424,7 +455,7 @@ class RelayMachine(RuleBasedStateMachine):
                 self.model = model
                 return delivery
         raise AssertionError(f"concurrent joins of {[p.name for p in players]}: the store holds {actual}, which "
-                             "no serial order of the two joins gives")
+                             "no serial order of these joins gives")
 
     @precondition(lambda self: self.can("idle"))
     @rule(client=_who("idle"), size=st.sampled_from(SIZES))
@@ -536,7 +567,8 @@ class RelayMachine(RuleBasedStateMachine):
     def _arm_wire(self, client: str, kind: str) -> None:
         player = self.clients[client]
         assert player.socket is not None
-        name = f"{kind}-{self.run}-{player.socket.label}"
+        self.faults += 1
+        name = f"{kind}-{self.run}-{self.faults}"
         _, conn = player.socket.label.split("#")
         spec = {"name": name, "type": kind, "direction": "downstream", "count": 1,
                 "match": {"opcode": "text", "tags": {"run": self.run, "client": client, "conn": conn}}}
@@ -586,3 +618,35 @@ class RelayMachine(RuleBasedStateMachine):
             player.socket, player.stale = None, []
         self._disarm()
         self.world.settle(finished)
+
+
+@dataclass
+class Outcome:
+    """One Hypothesis run of the machine: its finding ("" when it passed), examples, seconds, and the
+    failing example's script (``state = RelayMachine()``, the steps, ``state.teardown()``)."""
+
+    failed: str
+    examples: int
+    seconds: float
+    script: list[str]
+
+    @property
+    def steps(self) -> int:
+        return sum(1 for line in self.script if line.startswith("state.") and line != "state.teardown()")
+
+
+def run_machine(world: RelayWorld, options: settings) -> Outcome:
+    """Run RelayMachine on ``world``; the finding, if any, with the script Hypothesis printed for it."""
+    lines: list[str] = []
+    first = next(RelayMachine._runs)
+    started = time.monotonic()
+    failed = ""
+    with use_world(world), with_reporter(lambda text: lines.extend(str(text).splitlines())):
+        try:
+            run_state_machine_as_test(RelayMachine, settings=options)
+        except Exception as exc:  # the machine's finding (AssertionError, or whatever the relay made it raise)
+            failed = f"{type(exc).__name__}: {exc!s}"
+            lines.extend(line for note in getattr(exc, "__notes__", []) for line in str(note).splitlines())
+    seconds = time.monotonic() - started
+    script = [line for line in lines if line.startswith("state")]
+    return Outcome(failed, next(RelayMachine._runs) - first - 1, seconds, script)

@@ -1,6 +1,7 @@
 """The protocol state machine (tests/relay_machine.py): the reference relay passes it through the chaos
-proxy with single faults injected; the model it checks against is exact about what it expects.
-(benchmarks/shrink_check.py shows each planted bug found and shrunk; it takes minutes.)"""
+proxy with single faults injected; a stream handler that is not idempotent is found and shrinks to a
+short script; the model it checks against is exact about what it expects. (benchmarks/shrink_check.py
+also shows the join without the room condition found and shrunk; that takes minutes.)"""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import run_state_machine_as_test
 
-from tests.relay_machine import RelayMachine, RelayWorld, use_world
+from tests.planted import planted_relay
+from tests.relay_machine import RelayWorld, run_machine
 from tests.relay_model import Learn, Model
 
-# ~30 s on 2 cores: the examples are replayed the same way every time (derandomize, no database).
-SUITE = settings(max_examples=10, stateful_step_count=12, deadline=None, database=None, derandomize=True,
+# ~20 s on 2 cores: the examples are replayed the same way every time (derandomize, no database).
+SUITE = settings(max_examples=12, stateful_step_count=12, deadline=None, database=None, derandomize=True,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much], print_blob=False)
 
 
@@ -43,10 +44,21 @@ def reference_world(tmp_path_factory) -> Iterator[RelayWorld]:
 
 
 def test_the_reference_relay_passes_the_protocol_machine_with_single_faults(reference_world):
-    first = next(RelayMachine._runs)
-    with use_world(reference_world):
-        run_state_machine_as_test(RelayMachine, settings=SUITE)
-    assert next(RelayMachine._runs) - first - 1 >= SUITE.max_examples  # every example ran to its end
+    outcome = run_machine(reference_world, SUITE)
+    assert not outcome.failed, "\n".join([*outcome.script, outcome.failed])
+    assert outcome.examples >= SUITE.max_examples
     wire = {e["fault"] for e in reference_world.proxy.fault_log.entries}
     stack = {e["fault"] for e in reference_world.plan.log.entries}
     assert {"drop", "duplicate"} <= wire and {"error_after", "latency"} <= stack, (wire, stack)
+
+
+def test_a_stream_handler_that_resends_on_retry_is_found_and_shrinks_to_a_short_script(tmp_path):
+    template = planted_relay(tmp_path / "relay", "planted_relay", {"StreamFunction": "resend_on_retry.handler"})
+    world = RelayWorld(template, tmp_path / "logs")
+    try:
+        outcome = run_machine(world, SUITE)
+    finally:
+        world.stop()
+    assert outcome.failed.startswith("AssertionError: after "), outcome.failed
+    assert "state.fail_next_stream_invocation()" in outcome.script and 1 <= outcome.steps <= 10, outcome.script
+    assert outcome.script[0] == "state = RelayMachine()" and outcome.script[-1] == "state.teardown()"
