@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+from harness.faults.plan import FaultPlan, PlanError
 from tests.planted import planted_relay
 from tests.relay_machine import RelayWorld, run_machine
 from tests.relay_model import Learn, Model
@@ -34,6 +35,20 @@ def test_the_model_binds_what_the_relay_picks_once_and_holds_later_frames_to_it(
                                                                                "time": 5, "memberNum": 0}]])
     assert model.disconnect("c0#1") == {"c1#1": [[{"type": "MEMBER_DISCONNECT", "memberNum": 0}]]}
     assert model.rejoin("c0", "c0#2")["c1#1"] == [[{"type": "MEMBER_RECONNECT", "memberNum": 0}]]
+
+
+def test_a_live_plan_takes_validated_rules_while_running_and_drops_them_on_request():
+    throttle = {"name": "t", "seam": "store", "type": "ThrottlingException", "count": 1}
+    with pytest.raises(PlanError, match="was not made live=True"):
+        FaultPlan([], 1).add(throttle)
+    plan = FaultPlan([], 1, live=True)
+    with pytest.raises(PlanError, match="'probability' must be from 0 to 1"):
+        plan.add({**throttle, "probability": 2})
+    plan.add(throttle)
+    with pytest.raises(PlanError, match="a rule of that name exists"):
+        plan.add(throttle)
+    assert plan.pick("store", {}, ("k",)) is not None and plan.pick("store", {}, ("k",)) is None  # count = 1
+    assert plan.used("t") == 1 and plan.remove("t") and not plan.remove("t") and plan.rules == []
 
 
 @pytest.fixture(scope="module")
