@@ -199,18 +199,51 @@ class FaultPlan:
 
     ``start()`` fixes the time windows count from (the stack calls it once it accepts traffic).
     Thread-safe: handlers decide concurrently.
+
+    ``live=True``: rules may also be added (``add``) and removed (``remove``) while the stack runs,
+    so the stack installs every seam's hooks from the start, whatever the first rules are.
     """
 
-    def __init__(self, rules: list[Rule], seed: int, log: FaultLog | None = None) -> None:
+    def __init__(self, rules: list[Rule], seed: int, log: FaultLog | None = None, live: bool = False) -> None:
         self.rules = rules
         self.seed = seed
         self.log = log or FaultLog()
+        self.live = live
         self.started = time.monotonic()
         self._used: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
         self.started = time.monotonic()
+
+    def add(self, raw: dict[str, Any]) -> Rule:
+        """Validate one ``[[fault]]`` table as a profile's are (PlanError, one line) and apply it from
+        now on; its window and ``at`` still count from the stack's start. Its injections are logged
+        like any rule's. The plan must be ``live`` (else the stack may lack the seam's hooks).
+        Returns the rule; a rule of the same name must be removed first."""
+        rule = parse_rule(raw, f"rule-{len(self.rules) + 1}")
+        if not self.live:
+            raise PlanError(f"{rule.name!r}: this plan was not made live=True, so the stack may not have "
+                            "installed the hooks a rule added now needs")
+        with self._lock:
+            if any(r.name == rule.name for r in self.rules):
+                raise PlanError(f"{rule.name!r}: a rule of that name exists; remove it first or pick another name")
+            self.rules = [*self.rules, rule]  # a new list: a decision iterating the old one is unaffected
+            self._used.pop(rule.name, None)
+        return rule
+
+    def remove(self, name: str) -> bool:
+        """Stop applying the rule ``name`` (added or from the profile); False if there is none."""
+        with self._lock:
+            kept = [r for r in self.rules if r.name != name]
+            removed = len(kept) < len(self.rules)
+            self.rules = kept
+        return removed
+
+    def used(self, name: str) -> int:
+        """How many times the rule ``name`` has taken effect so far."""
+        with self._lock:
+            return self._used.get(name, 0)
 
     def has(self, seam: str, *types: str) -> bool:
         return any(r.seam == seam and (not types or r.type in types) for r in self.rules)

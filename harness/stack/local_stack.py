@@ -201,8 +201,8 @@ class LocalStack:
         plan = self.options.faults
         if plan is None:
             return
-        if plan.has("store") or plan.has("management") or plan.has("invocation", "timeout") or plan.has(
-                "process", "store_outage"):
+        hooked = plan.live or plan.has("store") or plan.has("management") or plan.has("invocation", "timeout")
+        if hooked or plan.has("process", "store_outage"):
             if boto3.DEFAULT_SESSION is None:
                 boto3.setup_default_session()
             self.call_faults = CallFaults(plan, self.tables)
