@@ -198,9 +198,9 @@ class LocalStack:
             self.call_faults = CallFaults(plan, self.tables)
             self.call_faults.install(boto3.DEFAULT_SESSION.events)
         plan.start()
-        if self.options.faults_started_at is not None:
-            plan.started -= time.time() - self.options.faults_started_at
-        self.faults_started_at = time.time() - (time.monotonic() - plan.started)
+        origin = self.options.faults_started_at
+        self.faults_started_at = time.time() if origin is None else origin
+        plan.started -= time.time() - self.faults_started_at  # the monotonic clock's reading at that origin
 
     def _start_event_sources(self, deployment: Deployment) -> None:
         streams_client = local_ddb.client(self.dynamodb_endpoint, "dynamodbstreams")
