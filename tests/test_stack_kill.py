@@ -87,12 +87,18 @@ def test_the_restarted_stack_is_a_new_process_on_the_same_ports_and_store(killed
     first, second = (json.loads((run_dir / name).read_text()) for name in ("stack.json", "stack-restart-1.json"))
     keys = ("websocket", "http", "management", "dynamodb", "faults_started_at")
     assert {k: first[k] for k in keys} == {k: second[k] for k in keys}
-    # Sessions that started before the kill are still in the store the run scanned at its end.
-    before = {r["msg"]["sessionId"] for r in _jsonl(run_dir / "history.jsonl")
+    # Sessions that started before the kill were rejoined after it (the new stack found their members
+    # in the store), and are in the store the run scanned at its end unless they ended meanwhile.
+    history = _jsonl(run_dir / "history.jsonl")
+    before = {r["msg"]["sessionId"] for r in history
               if r["op"] == "recv" and (r.get("msg") or {}).get("type") == "SESSION_CONNECT"
               and r["t"] < restart["killed_t"]}
+    rejoined_ok = {(r["client"], r["conn"]) for r in history if r["op"] == "rejoin" and r["phase"] == "ok"}
+    rejoined = {r["msg"].get("sessionId") for r in history if r["op"] == "rejoin" and r["phase"] == "invoke"
+                and r["t"] >= restart["ready_t"] and (r["client"], r["conn"]) in rejoined_ok}
+    ended = {r["session"] for r in history if r["op"] == "end" and r.get("session")}
     stored = {item["id"] for item in json.loads((run_dir / "store.json").read_text())["tables"]["SessionsTable"]}
-    assert before and before <= stored
+    assert before & rejoined and before - ended and (before - ended) & stored, (before, rejoined, ended, stored)
 
 
 class _Recorder:
