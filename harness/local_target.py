@@ -3,21 +3,33 @@ own process, so that the load generator never competes with them for the GIL.
 
 Each runs in its own session (process group): a terminal's Ctrl-C reaches only the load generator,
 which then stops them in order, the proxy first (its sockets close while the store still lives),
-then the stack."""
+then the stack.
+
+A profile's process ``kill`` rules are carried out here, not by the stack: the local DynamoDB then
+runs in a third process (``relay-harness dynamodb``), and at each kill's time the stack's process
+group gets SIGKILL, one line goes to the fault log, and after the rule's ``for`` a new stack starts
+on the same ports, store, profile, seed, stream positions and fault-window origin. The proxy stays
+up throughout: its upstream connections fail while the stack is down."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from .faults.log import FaultLog
+from .faults.plan import Rule
+from .faults.profile import ProfileError, load_profile
 
 CPU_SAMPLE_INTERVAL = 1.0  # seconds between two samples of the target's processes
 
@@ -26,8 +38,12 @@ class TargetError(Exception):
     """The local stack or proxy did not come up; the message says why in one line."""
 
 
-def _wait_ready(process: subprocess.Popen, ready: Path, command: str, log: Path, timeout: float) -> dict[str, Any]:
+def _wait_ready(process: subprocess.Popen, ready: Path, command: str, log: Path, timeout: float,
+                stopping: threading.Event | None = None) -> dict[str, Any]:
+    """The ready file's JSON once ``process`` wrote it; TargetError when it exits first, takes longer
+    than ``timeout`` seconds, or ``stopping`` is set meanwhile."""
     what = {"up": "the local stack", "proxy": "the chaos proxy"}.get(command, f"relay-harness {command}")
+    stopping = stopping or threading.Event()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready.exists():
@@ -36,8 +52,20 @@ def _wait_ready(process: subprocess.Popen, ready: Path, command: str, log: Path,
             last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
             reason = last[0].removeprefix(f"relay-harness {command}: ") if last else f"exit status {process.returncode}"
             raise TargetError(f"{what} did not start: {reason}")
-        time.sleep(0.1)  # polling a starting process, with a deadline
+        if stopping.wait(0.1):  # polling a starting process, with a deadline
+            raise TargetError(f"{what} was stopped while starting")
     raise TargetError(f"{what} did not become ready within {timeout:.0f} s (see {log})")
+
+
+def kill_rules(profile: str | None) -> list[Rule]:
+    """The process seam's ``kill`` rules of a chaos profile (none without one); TargetError for a bad profile."""
+    if not profile:
+        return []
+    try:
+        rules = load_profile(profile).rules()
+    except ProfileError as exc:
+        raise TargetError(str(exc)) from None
+    return [rule for rule in rules if rule.seam == "process" and rule.type == "kill"]
 
 
 def _children(pid: int) -> list[int]:
@@ -63,15 +91,16 @@ def _cpu_seconds(pid: int) -> float | None:
 
 class CpuSampler:
     """The busiest process among some roots and their descendants (but not those under ``skip``),
-    sampled about once a second.
+    sampled about once a second. ``roots`` and ``skip`` are read at every sample, so a list kept up
+    to date (``LocalTarget.pids``: a restarted stack has a new pid) is followed.
 
     ``peak_percent`` is the highest share of one core (100.0 = one core busy for the whole
     interval) any single process used over one interval; None until two samples were taken.
     """
 
-    def __init__(self, roots: list[int], interval: float = CPU_SAMPLE_INTERVAL, skip: Iterable[int] = ()) -> None:
+    def __init__(self, roots: Sequence[int], interval: float = CPU_SAMPLE_INTERVAL, skip: Sequence[int] = ()) -> None:
         self.roots = roots
-        self.skip = set(skip)
+        self.skip = skip
         self.interval = interval
         self.peak_percent: float | None = None
         self._stop = threading.Event()
@@ -109,6 +138,9 @@ class CpuSampler:
 
 
 class LocalTarget:
+    """The local stack and the chaos proxy of one run, and the supervisor of the profile's process
+    ``kill`` rules (see ``_kill_and_restart``)."""
+
     def __init__(self, run_dir: Path, *, seed: int, profile: str | None, upstream: str | None = None,
                  short_expiry: bool = False, template: str | None = None) -> None:
         self.run_dir = run_dir
@@ -117,24 +149,40 @@ class LocalTarget:
         self.seed = seed
         self.profile = profile
         self.upstream = upstream  # None: bring up the local stack
-        self.processes: list[subprocess.Popen] = []
+        self.processes: list[subprocess.Popen] = []  # in start order: [store,] stack, proxy
+        self.pids: list[int] = []  # their pids, kept up to date in place (the CPU samplers read it live)
         self.stack: dict[str, Any] = {}
         self.proxy: dict[str, Any] = {}
+        self.dynamodb: dict[str, Any] = {}  # the store in its own process, when the stack is to be killed
         self.cpu: CpuSampler | None = None
+        self.kills: list[Rule] = []
+        # One entry per kill: killed_t and ready_t (wall-clock ms; ready_t None if it never came back), ...
+        self.restarts: list[dict[str, Any]] = []
+        self._stack_index = 0  # of the stack's process in ``processes``
+        self._stack_args: list[str] = []
+        self._lock = threading.Lock()  # a kill or a restart's start against stop()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    def _spawn(self, args: list[str], name: str, log_name: str | None = None) -> subprocess.Popen:
+        """Start ``relay-harness ARGS --ready-file RUN_DIR/NAME.json`` in its own session, its output
+        appended to RUN_DIR/LOG_NAME.out (default NAME)."""
+        with open(self.run_dir / f"{log_name or name}.out", "ab") as output:
+            return subprocess.Popen([sys.executable, "-m", "harness", *args, "--ready-file",
+                                     str(self.run_dir / f"{name}.json")],
+                                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
     def _start(self, args: list[str], name: str, timeout: float) -> dict[str, Any]:
-        ready = self.run_dir / f"{name}.json"
-        log = self.run_dir / f"{name}.out"
-        with open(log, "ab") as output:
-            process = subprocess.Popen([sys.executable, "-m", "harness", *args, "--ready-file", str(ready)],
-                                       stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        process = self._spawn(args, name)
         self.processes.append(process)
-        return _wait_ready(process, ready, args[0], log, timeout)
+        self.pids.append(process.pid)
+        return _wait_ready(process, self.run_dir / f"{name}.json", args[0], self.run_dir / f"{name}.out", timeout)
 
     def start(self, timeout: float = 90.0) -> LocalTarget:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
             if self.upstream is None:
+                self.kills = kill_rules(self.profile)
                 args = ["up", "--quiet", "--log-dir", str(self.run_dir)]
                 if self.template:
                     args += ["--template", self.template]
@@ -148,6 +196,12 @@ class LocalTarget:
                 if self.profile:  # the seams behind the gateway; the proxy serves the wire seam
                     args += ["--profile", self.profile, "--seed", str(self.seed),
                              "--fault-log", str(self.run_dir / "faults.jsonl")]
+                if self.kills:  # the store outlives the stack, and so do the streams' positions
+                    self.dynamodb = self._start(["dynamodb", "--port", "0"], "dynamodb", timeout)
+                    args += ["--dynamodb-endpoint", self.dynamodb["dynamodb"],
+                             "--stream-checkpoints", str(self.run_dir / "stream-checkpoints.json")]
+                self._stack_args = args
+                self._stack_index = len(self.processes)
                 self.stack = self._start(args, "stack", timeout)
                 upstream = self.stack["websocket"]
             else:
@@ -160,8 +214,62 @@ class LocalTarget:
         except BaseException:
             self.stop()
             raise
-        self.cpu = CpuSampler([p.pid for p in self.processes]).start()
+        self.cpu = CpuSampler(self.pids).start()
+        if self.kills:
+            self._supervisor = threading.Thread(target=self._supervise, args=(timeout,), name="stack-kills",
+                                                daemon=True)
+            self._supervisor.start()
         return self
+
+    # ---- the process seam's kill ---------------------------------------------------------------
+    def _supervise(self, timeout: float) -> None:
+        """Carry out each kill at its time: ``at`` seconds after the stack's fault plan started."""
+        origin = float(self.stack["faults_started_at"])
+        for rule in sorted(self.kills, key=lambda r: r.start or 0.0):
+            if self._stopping.wait(max(0.0, origin + (rule.start or 0.0) - time.time())):
+                return
+            try:
+                self._kill_and_restart(rule, origin, timeout)
+            except TargetError as exc:
+                if not self._stopping.is_set():
+                    self.restarts[-1]["error"] = str(exc)
+                    print(f"relay-harness: {exc}; the run goes on without a stack", file=sys.stderr, flush=True)
+                return
+
+    def _kill_and_restart(self, rule: Rule, origin: float, timeout: float) -> None:
+        """SIGKILL the stack's process group, log the fault, wait the rule's ``for``, then start the
+        stack again on the same ports, store, profile, seed, stream positions and fault-window origin.
+        Raises TargetError when the new stack does not come up."""
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            killed = self.processes[self._stack_index]
+            log = FaultLog(self.run_dir / "faults.jsonl", keep=False)
+            try:  # logged first, so that nothing the kill caused comes before its time
+                logged = log.record("process", "kill", {"scope": "stack"}, rule.params, rule.name, rule.name)
+            finally:
+                log.close()
+            with contextlib.suppress(ProcessLookupError):  # it had died already: it is restarted all the same
+                os.killpg(killed.pid, signal.SIGKILL)
+            killed.wait()
+            self.restarts.append({"rule": rule.name, "killed_t": logged["t"], "ready_t": None,
+                                  "pids": [killed.pid, None]})
+        if self._stopping.wait(float(rule.params.get("seconds") or 0.0)):
+            return
+        ports = [str(urlsplit(self.stack[key]).port) for key in ("websocket", "http", "management")]
+        name = f"stack-restart-{len(self.restarts)}"
+        args = [*self._stack_args, "--port", ports[0], "--http-port", ports[1], "--management-port", ports[2],
+                "--faults-started-at", repr(origin)]
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            process = self._spawn(args, name, log_name="stack")
+            self.processes[self._stack_index] = process
+            self.pids[self._stack_index] = process.pid
+            self.restarts[-1]["pids"][1] = process.pid
+        self.stack = _wait_ready(process, self.run_dir / f"{name}.json", "up", self.run_dir / "stack.out", timeout,
+                                 self._stopping)
+        self.restarts[-1]["ready_t"] = int(time.time() * 1000)
 
     @property
     def peak_cpu_percent(self) -> float | None:
@@ -179,9 +287,11 @@ class LocalTarget:
     def scan_store(self) -> dict[str, Any]:
         """Every item left in the stack's tables, and the state of its schedules; or, when the store
         cannot be read (the stack is gone), ``{"unavailable": "one-line reason"}``."""
-        stack_process = self.processes[0] if self.stack and self.processes else None  # started first
-        if stack_process is not None and stack_process.poll() is not None:
-            return {"unavailable": f"the local stack had exited (status {stack_process.returncode}) before the scan"}
+        # The process that holds the store: the local DynamoDB's own, or else the stack's.
+        holder = self.processes[0 if self.dynamodb else self._stack_index] if self.stack and self.processes else None
+        if holder is not None and holder.poll() is not None:
+            what = "local DynamoDB" if self.dynamodb else "local stack"
+            return {"unavailable": f"the {what} had exited (status {holder.returncode}) before the scan"}
         endpoint = urlsplit(self.stack["dynamodb"])
         try:  # a quick look first: botocore would retry a refused connection for half a minute
             socket.create_connection((endpoint.hostname, endpoint.port or 80), timeout=5).close()
@@ -209,9 +319,12 @@ class LocalTarget:
                 "rule_state": next(iter(states.values()), None), "rules": states}
 
     def stop(self) -> None:
-        """Stop the proxy, then the stack (each within 30 s, else killed); safe to call twice."""
+        """Stop the proxy, then the stack, then the store's own process if any (each within 30 s, else
+        killed), a kill or restart in progress included; safe to call twice."""
         if self.cpu is not None:
             self.cpu.stop()
+        with self._lock:  # from here on no kill or restart starts a process
+            self._stopping.set()
         for process in reversed(self.processes):
             if process.poll() is None:
                 process.terminate()
@@ -220,4 +333,6 @@ class LocalTarget:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=30)
         self.processes = []

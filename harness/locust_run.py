@@ -208,7 +208,7 @@ def on_init(environment: Environment, **_: Any) -> None:
     signal.signal(signal.SIGINT, _on_sigint)
     # This process and its --processes workers, not the target's processes (also its children);
     # Locust's own figures (every 10 s, remote workers included) are taken too.
-    RUN.load_cpu = CpuSampler([os.getpid()], skip=[p.pid for p in RUN.target.processes] if RUN.target else []).start()
+    RUN.load_cpu = CpuSampler([os.getpid()], skip=RUN.target.pids if RUN.target else []).start()
     environment.events.usage_monitor.add_listener(_note_cpu)
     if isinstance(runner, MasterRunner):
         runner.register_message(HISTORY_MESSAGE, _receive_history)
@@ -357,6 +357,8 @@ def _write_run_end(environment: Environment) -> None:
         missing.append(f"{RUN.history_file.dropped} records arrived after the history was closed")
     RUN.info.update(ended_t=RUN.ended_t, history_complete=not missing, history_missing=missing,
                     resources=_resources(environment))
+    if RUN.target is not None and RUN.target.kills:  # the process seam's kills, as the checkers read them
+        RUN.info["stack_restarts"] = RUN.target.restarts
     write_atomic(RUN.run_dir / "run.json", json.dumps(RUN.info, indent=2))
 
 

@@ -237,6 +237,48 @@ def test_health_counts_errors_timeouts_and_given_up_batches():
         "F: 2 error(s): KeyError: 'x'", "StreamFunction gave up on 3 record(s) (RetryAttemptsExhausted)"]
 
 
+# ---- a process kill explains only what it spans: from the kill until the restarted stack was ready ------
+def kill(t, ready_t):
+    """A kill logged at ``t`` and run.json's record of the stack that was ready again at ``ready_t``."""
+    logged = {"t": t, "seam": "process", "fault": "kill", "target": {"scope": "stack"}, "params": {"seconds": 0.0},
+              "rule": {"id": "killed", "seq": "killed"}}
+    return [logged], {"stack_restarts": [{"rule": "killed", "killed_t": t, "ready_t": ready_t, "pids": [1, 2]}]}
+
+
+@pytest.mark.parametrize(("kill_t", "ready_t", "explained"), [
+    (5500, 7000, True),  # a-0 (sent at 1000, due by 6000) was in flight when the stack was killed
+    (-2000, 500, False),  # the stack was back before a-0 was sent
+    (6500, 8000, False),  # a-0 was overdue before the kill (a 5 s grace would have blamed the kill)
+])
+def test_a_kill_explains_a_loss_only_when_its_span_meets_the_message(kill_t, ready_t, explained):
+    history = pair() + sent("a", "a-0", 1000) + [got("a", "a-0", 1050), r("a", "heartbeat", "ok", 9000)]
+    faults, info = kill(kill_t, ready_t)
+    result = delivery.check(Run(history, faults=faults, info=info))
+    assert result.passed is explained
+    assert [f.explained_by[0]["fault"] for f in result.explained] == (["kill"] if explained else [])
+
+
+def test_a_kill_explains_handler_errors_and_5xx_rejoins_only_until_the_stack_was_ready():
+    faults, info = kill(10_000, 11_000)
+    failed = [{"t": t, "function": "F", "request_id": str(t), "duration_ms": 10, "outcome": "error",
+               "error": "KeyError: 'm'"} for t in (10_500, 13_000)]
+    result = health.check(Run([], faults=faults, invocations=failed, info=info))
+    assert [f.excerpt[0]["t"] for f in result.explained] == [10_500]
+    assert [f.excerpt[0]["t"] for f in result.violations] == [13_000]  # a store outage's 5 s grace would cover it
+    rejoins = [r("a", "rejoin", "fail", t, conn=c, error="Handshake status 500 Internal Server Error")
+               for c, t in ((2, 10_800), (3, 12_500))]
+    errors = client_errors.check(Run(rejoins, faults=faults, info=info))
+    assert [f.excerpt[0]["t"] for f in errors.explained] == [10_800]
+    assert [f.excerpt[0]["t"] for f in errors.violations] == [12_500]
+
+
+def test_a_kill_spans_until_the_end_when_the_stack_never_came_back_and_its_downtime_without_run_json():
+    faults, info = kill(1000, None)
+    run = Run([r("a", "heartbeat", "ok", 9000)], faults=faults, info=info)
+    assert run.stack_faults_near(8000, 8500) and not run.stack_faults_near(0, 900)
+    assert not Run([r("a", "heartbeat", "ok", 9000)], faults=faults).stack_faults_near(1100, 1200)
+
+
 @pytest.mark.parametrize("records", [[], pair()])
 def test_every_checker_accepts_any_history(records):
     for check in (membership, liveness, delivery, notifications, client_errors, pinned, cleanup, health):

@@ -49,6 +49,9 @@ def _profile(tmp_path: Path, text: str) -> Path:
     ('seam = "store"\ntype = "latency"\nparams = { ms = 5, when = "during" }', "params.when must be one of before, "
                                                                                "after"),
     ('seam = "invocation"\ntype = "error_after"\nfor = 3', "'for' needs 'at'"),
+    ('seam = "process"\ntype = "kill"', "a process fault happens once: give 'at' (and optionally 'for'"),
+    ('seam = "process"\ntype = "kill"\nat = 3\ncount = 2', "and no probability, count or match"),
+    ('seam = "process"\ntype = "store_outage"\nat = 3', "give 'at' and 'for' (or a window with start and end)"),
 ])
 def test_a_bad_entry_is_one_line_naming_the_field_and_the_allowed_values(tmp_path, entry, says):
     with pytest.raises(ProfileError) as caught:

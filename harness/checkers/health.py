@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from .model import GRACE_S, SLOWING, CheckResult, Finding, Run, fault_span
+from .model import GRACE_S, SLOWING, CheckResult, Finding, Run, overlaps
 
 
 def _caused_by(run: Run, invocation: dict[str, Any]) -> list[dict[str, Any]]:
@@ -27,7 +27,7 @@ def _caused_by(run: Run, invocation: dict[str, Any]) -> list[dict[str, Any]]:
         target = fault.get("target") or {}
         same_request = fault.get("seam") == "invocation" and target.get("request_id") == invocation.get("request_id")
         during = fault.get("seam") == "process" and fault["fault"] not in SLOWING \
-            and start - GRACE_S * 1000 <= fault["t"] + 1000 * fault_span(fault) and fault["t"] <= end
+            and overlaps(fault, start, end, 0.0, GRACE_S * 1000)
         if same_request or during:
             hits.append(fault)
     return hits

@@ -17,13 +17,12 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ..history import Record
-from .model import CheckResult, Finding, Run, excerpt
+from .model import SOCKET_ENDING, CheckResult, Finding, Run, excerpt
 from .sockets import INF, Socket, load_end, record_type, sockets
 
 LIVE_S = 10.0
 SHORTEST_EXPIRY_S = 30.0
-_SOCKET_FAULTS = {"reset", "close", "timeout", "blackhole", "corrupt", "truncate", "limit_data", "mass_disconnect",
-                  "pause", "refuse"}
+_SOCKET_FAULTS = SOCKET_ENDING | {"corrupt", "truncate", "pause", "refuse"}
 
 
 def check(run: Run) -> CheckResult:

@@ -13,7 +13,11 @@ Which fault can explain what (a fault explains only what it could have caused):
   what that socket would have carried after it;
 - faults of the other seams (invocation, store, management, process) act inside the stack, where
   no client socket is known: they explain what happened within ``GRACE_S`` of them, for the client
-  they name (``target.client``) or, when they name none, for anyone.
+  they name (``target.client``) or, when they name none, for anyone;
+- except a process ``kill``, whose effects are confined to its span: from the kill until the
+  restarted stack was ready (run.json ``stack_restarts``; until the end of the run if it never
+  was). It ends every socket and may lose whatever was in flight over that span, and explains
+  nothing before or after it.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ from ..history import Record, read_history
 # Seconds a delivery may take, and how long after a fault its effects may still show.
 GRACE_S = 5.0
 RULE_SETS = ("protocol", "reference")
-SOCKET_ENDING = frozenset({"reset", "close", "timeout", "blackhole", "limit_data", "mass_disconnect"})
+SOCKET_ENDING = frozenset({"reset", "close", "timeout", "blackhole", "limit_data", "mass_disconnect", "kill"})
 MESSAGE_LOSING = frozenset({"drop", "corrupt", "truncate"})
 STATUSES = ("pass", "fail", "not exercised", "error", "skipped")
 # Stack-side faults that only slow things down: they can reorder or delay, never fail or lose.
 SLOWING = frozenset({"latency", "cold_start", "stream_stall"})
+# Stack-side faults whose effects end with their span, which is exact: no grace on either side.
+EXACT_SPAN = frozenset({"kill"})
 
 
 def number(value: Any) -> float | None:
@@ -152,6 +158,7 @@ class Run:
         for records in self.by_client.values():
             records.sort(key=lambda r: r["mono"])
         self.end_t = max((r["t"] for r in self.history), default=0)
+        self.faults = [self._kill_spanned(f) if f.get("fault") == "kill" else f for f in self.faults]
         self._intervals = {client: self._open_intervals(client) for client in self.by_client}
         # Wire faults by the client socket they hit; faults of the other seams and proxy-wide ones apart.
         self.faults_by_socket: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
@@ -170,6 +177,17 @@ class Run:
             if conn is not None:
                 self.faults_by_socket[(client, conn)].append(fault)
         self.last_fault_t = max((f["t"] + 1000 * fault_span(f) for f in self.faults), default=0)
+
+    def _kill_spanned(self, kill: dict[str, Any]) -> dict[str, Any]:
+        """The kill with ``params.seconds`` from the kill until the restarted stack was ready (run.json
+        ``stack_restarts``, matched by ``killed_t``), or until the end of the run if it never was; as
+        logged (its downtime) when run.json does not tell."""
+        restart = next((r for r in self.info.get("stack_restarts") or [] if r.get("killed_t") == kill["t"]), None)
+        if restart is None:
+            return kill
+        ready = restart.get("ready_t")
+        until = ready if ready is not None else max(self.end_t, self.info.get("ended_t") or 0, kill["t"])
+        return {**kill, "params": {**(kill.get("params") or {}), "seconds": (until - kill["t"]) / 1000}}
 
     # ---- questions checkers ask ------------------------------------------------------------
     def received(self, kind: str | None = None) -> list[Record]:
@@ -207,8 +225,8 @@ class Run:
         for these clients (those that name no client affect everyone): the ones that make something
         fail, and with ``slowing`` also those that only delay (which can reorder, never lose)."""
         grace = GRACE_S * 1000
-        return [f for f in self.stack_faults if f["t"] <= end_t + grace and f["t"] + 1000 * fault_span(f) >= start_t
-                - grace and (f.get("target") or {}).get("client") in (None, *clients)
+        return [f for f in self.stack_faults if overlaps(f, start_t, end_t, grace, grace)
+                and (f.get("target") or {}).get("client") in (None, *clients)
                 and (slowing or f["fault"] not in SLOWING)]
 
     def faults_around(self, client: str, conn: int | None, start_t: float, end_t: float) -> list[dict[str, Any]]:
@@ -286,6 +304,14 @@ def fault_span(fault: dict[str, Any]) -> float:
     delay = 0.0 if fault.get("fault") == "clock_skew" else float(params.get("ms", 0)) / 1000
     return float(params.get("seconds", 0) or params.get("for", 0)) + delay + float(
         params.get("max_wait_ms", 0)) / 1000
+
+
+def overlaps(fault: dict[str, Any], start_t: float, end_t: float, before_ms: float, after_ms: float) -> bool:
+    """Whether ``fault`` could act on [start_t, end_t] (wall ms): its span, from ``before_ms`` before
+    it starts to ``after_ms`` after it ends; a kill's span exactly (``EXACT_SPAN``)."""
+    if fault["fault"] in EXACT_SPAN:
+        before_ms = after_ms = 0.0
+    return fault["t"] - before_ms <= end_t and fault["t"] + 1000 * fault_span(fault) + after_ms >= start_t
 
 
 def excerpt(records: list[Record], limit: int = 100) -> list[Record]:

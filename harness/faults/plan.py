@@ -61,6 +61,7 @@ SEAMS: dict[str, tuple[dict[str, dict[str, Any]], tuple[str, ...]]] = {
         "store_outage": {},
         "stream_stall": {},
         "clock_skew": {"ms": (None, -86_400_000.0, 86_400_000.0)},  # the functions' clock off by ms (+- 24 h)
+        "kill": {},
     }, ()),
 }
 SOURCES = ("websocket", "http", "stream", "schedule")
@@ -184,12 +185,14 @@ def parse_rule(raw: Any, default_name: str = "fault") -> Rule:
     if count is not None:
         count = int(_number(where, "count", count, 1, 1e12, whole=True))
     start, end = _window(where, raw)
-    if seam == "process" and (start is None or end is None or set(raw) & {"probability", "count", "match"}):
-        raise PlanError(f"{where}: a process fault happens once over a span: give 'at' and 'for' (or a window "
-                        "with start and end), and no probability, count or match")
+    if seam == "process" and (start is None or (end is None and kind != "kill")
+                              or set(raw) & {"probability", "count", "match"}):
+        span = ("'at' (and optionally 'for', the seconds the stack stays down before its restart)" if kind == "kill"
+                else "'at' and 'for' (or a window with start and end)")
+        raise PlanError(f"{where}: a process fault happens once: give {span}, and no probability, count or match")
     params = _params(where, kind, types[kind], raw.get("params", {}))
-    if seam == "process":
-        params["seconds"] = end - start  # the span, as the report and the checkers read it
+    if seam == "process":  # the span (a kill's: its downtime), as the report and the checkers read it
+        params["seconds"] = end - start if end is not None and start is not None else 0.0
     return Rule(name, seam, kind, probability, count, start, end, _match(where, match_keys, raw.get("match")),
                 params)
 

@@ -17,6 +17,7 @@ from ..lifecycle import wait_until_stopped
 from .dynamodb import DynamoDBUnavailable, LocalDynamoDB
 from .local_stack import DEFAULT_TEMPLATE, LocalStack, StackError, StackOptions
 from .ports import PortInUse
+from .stream_source import write_json_atomic
 from .template import TemplateError
 from .websocket_api import Quotas
 
@@ -96,12 +97,21 @@ def add_parser(sub: Any) -> None:
                                       "faults to inject")
     up.add_argument("--seed", type=int, default=0, help="every fault decision derives from it (default 0)")
     up.add_argument("--fault-log", type=Path, help="append injected faults here (JSON lines; the proxy may share it)")
+    up.add_argument("--faults-started-at", type=_SECONDS, metavar="EPOCH",
+                    help="count the profile's fault windows from this wall-clock time (Unix seconds; a stack's "
+                         "ready file gives it as faults_started_at) instead of from now: a stack restarted after a "
+                         "kill keeps the windows of the run it belongs to")
+    up.add_argument("--stream-checkpoints", type=Path, metavar="FILE",
+                    help="keep each stream event source's position in FILE and resume from it when it exists, as "
+                         "Lambda's event source mapping does: a stack restarted on the same store (with "
+                         "--dynamodb-endpoint) delivers every stream record the previous one did not handle")
     up.set_defaults(run=run_up)
 
     ddb = sub.add_parser("dynamodb", help="run only the local DynamoDB, so a restarted stack keeps its data")
     ddb.add_argument("--host", default="127.0.0.1")
     ddb.add_argument("--port", type=_PORT, default=8000)
     ddb.add_argument("--ttl-delay", type=_SECONDS, default=5.0, help="seconds after an item's TTL before it is deleted")
+    ddb.add_argument("--ready-file", type=Path, help="write the endpoint here as JSON once it accepts requests")
     ddb.set_defaults(run=run_dynamodb)
 
 
@@ -111,6 +121,10 @@ def run_up(args: argparse.Namespace) -> int:
         faults = load_plan(args.profile, args.seed, args.fault_log) if args.profile else None
     except ProfileError as exc:
         raise UsageError(str(exc)) from None
+    for kill in [r for r in faults.rules if r.seam == "process" and r.type == "kill"] if faults else []:
+        print(f"relay-harness up: process kill {kill.name!r} (at {kill.start:g} s) is carried out by the run's "
+              "supervisor (a Locust run's embedded target), not by `up` itself: this stack goes on without it",
+              file=sys.stderr, flush=True)
     options = StackOptions(
         template=args.template, host=args.host, websocket_port=args.port, http_port=args.http_port,
         management_port=args.management_port, dynamodb_port=args.dynamodb_port,
@@ -118,7 +132,8 @@ def run_up(args: argparse.Namespace) -> int:
         parameters=_pairs(args.parameter, "--parameter"), remote_functions=_pairs(args.function, "--function"),
         log_dir=args.log_dir, echo=None if args.quiet else sys.stderr, ttl_delay=args.ttl_delay,
         schedule_interval=args.schedule_interval, concurrency=args.concurrency,
-        quotas=Quotas(args.max_message_bytes, args.idle_timeout, args.max_connection_duration), faults=faults)
+        quotas=Quotas(args.max_message_bytes, args.idle_timeout, args.max_connection_duration), faults=faults,
+        faults_started_at=args.faults_started_at, stream_checkpoints=args.stream_checkpoints)
     stack = LocalStack(options)
     try:
         stack.start()
@@ -139,7 +154,10 @@ def run_dynamodb(args: argparse.Namespace) -> int:
         ddb = LocalDynamoDB(args.host, args.port, ttl_delay=args.ttl_delay).start()
     except (PortInUse, DynamoDBUnavailable) as exc:
         raise UsageError(str(exc)) from None
-    print(json.dumps({"dynamodb": ddb.endpoint}), flush=True)
+    endpoint = {"dynamodb": ddb.endpoint}
+    if args.ready_file:
+        write_json_atomic(args.ready_file, endpoint)
+    print(json.dumps(endpoint), flush=True)
     try:
         wait_until_stopped()
     finally:

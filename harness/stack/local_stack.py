@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,7 +24,7 @@ from .logs import StackLog, route_function_output
 from .management_api import ManagementApiServer
 from .runtime import Function, FunctionSpec, InProcessFunction, RemoteFunction
 from .schedules import Scheduler, ScheduleSpec
-from .stream_source import StreamEventSource, StreamMapping
+from .stream_source import StreamCheckpoints, StreamEventSource, StreamMapping, write_json_atomic
 from .streams import StreamReader
 from .template import Template, TemplateError, table_specs
 from .websocket_api import Quotas, WebSocketGateway
@@ -57,6 +58,10 @@ class StackOptions:
     quotas: Quotas = field(default_factory=Quotas)
     concurrency: int = 16
     faults: FaultPlan | None = None  # the invocation, store and management seams' rules
+    # A restart after a kill: the fault windows' origin (wall-clock seconds) of the stack it replaces,
+    # and the file where the stream event sources keep their positions (see StreamCheckpoints).
+    faults_started_at: float | None = None
+    stream_checkpoints: Path | None = None
 
 
 def _shared_environment(specs: list[FunctionSpec], base: dict[str, str]) -> dict[str, str]:
@@ -91,6 +96,7 @@ class LocalStack:
         self.tables: dict[str, str] = {}  # logical id -> table name
         self.call_faults: CallFaults | None = None
         self._clock_skewed = False
+        self.faults_started_at: float | None = None  # wall-clock seconds the fault windows count from
 
     # ---- start / stop ---------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -197,7 +203,8 @@ class LocalStack:
 
     def _install_call_faults(self) -> None:
         """The store and management seams hook boto3's default session, from which the clients the
-        handlers create from now on take their event handlers; time windows count from here."""
+        handlers create from now on take their event handlers; time windows count from here, or from
+        ``faults_started_at`` (a restarted stack keeps the windows of the run it belongs to)."""
         plan = self.options.faults
         if plan is None:
             return
@@ -208,10 +215,20 @@ class LocalStack:
             self.call_faults = CallFaults(plan, self.tables)
             self.call_faults.install(boto3.DEFAULT_SESSION.events)
         plan.start()
+        origin = self.options.faults_started_at
+        self.faults_started_at = time.time() if origin is None else origin
+        plan.started -= time.time() - self.faults_started_at  # the monotonic clock's reading at that origin
 
     def _start_event_sources(self, deployment: Deployment) -> None:
         streams_client = local_ddb.client(self.dynamodb_endpoint, "dynamodbstreams")
         failures = self.options.log_dir / "stream-failures.jsonl" if self.options.log_dir else None
+        checkpoints = None
+        if self.options.stream_checkpoints:
+            try:
+                checkpoints = StreamCheckpoints(self.options.stream_checkpoints)
+            except (OSError, ValueError) as exc:
+                raise StackError(f"stream checkpoints {self.options.stream_checkpoints} cannot be read ({exc}); "
+                                 "delete the file to start from the template's StartingPosition") from None
         for source in deployment.streams:
             props = source.properties
             on_failure = ((props.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
@@ -225,7 +242,7 @@ class LocalStack:
                 on_failure=str(on_failure) if on_failure else None,
                 starting_position=str(props.get("StartingPosition", "LATEST")))
             event_source = StreamEventSource(mapping, StreamReader(streams_client, source.stream_arn), self.log,
-                                             failures, stalled=self._stream_stalled)
+                                             failures, stalled=self._stream_stalled, checkpoints=checkpoints)
             event_source.start()
             self.sources.append(event_source)
         if self.sources:
@@ -313,14 +330,12 @@ class LocalStack:
             "tables": self.tables,
             "log_dir": str(self.options.log_dir) if self.options.log_dir else None,
             "schedules": [s.rule_name for s in self.deployment.schedules],
+            "faults_started_at": self.faults_started_at,
         }
 
     def write_ready_file(self, path: Path) -> None:
         """Atomically, so a reader polling for the file never sees half of it."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as out:
-            json.dump(self.endpoints, out, indent=2)
-        os.replace(out.name, path)
+        write_json_atomic(path, self.endpoints)
 
 
 class _NoConnections:

@@ -5,11 +5,19 @@ Honours ``BatchSize``, ``MaximumRetryAttempts``, ``MaximumRecordAgeInSeconds``,
 ``ReportBatchItemFailures`` (retry from the lowest failed sequence number) and the on-failure
 destination: batches given up on are described, as Lambda would send them, in
 ``stream-failures.jsonl`` in the log folder. Records are delivered in order per shard.
+
+With a checkpoint file (``StreamCheckpoints``), a source keeps its position there, as Lambda's
+event source mapping keeps its checkpoint outside the function: a stack killed and started again
+on the same store resumes after the last records it had handled, so records written before the
+kill that it had not handled, and records written while it was down, are delivered after the
+restart (a batch cut short by the kill is delivered again: at least once, as on Lambda).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +45,38 @@ class StreamMapping:
     starting_position: str = "LATEST"
 
 
+class StreamCheckpoints:
+    """Each stream's position in one JSON file: ``{stream ARN: {shard id: last sequence number
+    handled}}``; a shard that is not named is read from its oldest record (TRIM_HORIZON).
+    Thread-safe (the sources of one stack share it); each save replaces the file atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._positions: dict[str, dict[str, str]] = json.loads(path.read_text()) if path.exists() else {}
+        if not isinstance(self._positions, dict):  # OSError, ValueError: the caller says which file is bad
+            raise ValueError("not a JSON object of stream ARN -> {shard id: sequence number}")
+
+    def position(self, stream_arn: str) -> dict[str, str] | None:
+        """Where a previous run of this stream's source stopped, or None when it never ran."""
+        with self._lock:
+            saved = self._positions.get(stream_arn)
+            return dict(saved) if saved is not None else None
+
+    def save(self, stream_arn: str, position: dict[str, str]) -> None:
+        with self._lock:
+            self._positions[stream_arn] = dict(position)
+            write_json_atomic(self.path, self._positions)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as JSON in ``path``, atomically: a reader polling for the file never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as out:
+        json.dump(data, out, indent=2)
+    os.replace(out.name, path)
+
+
 def _created(record: dict[str, Any]) -> float:
     stamp = record["dynamodb"].get("ApproximateCreationDateTime")
     if isinstance(stamp, datetime):
@@ -51,9 +91,10 @@ def _iso(seconds: float) -> str:
 class StreamEventSource(threading.Thread):
     def __init__(self, mapping: StreamMapping, reader: StreamReader, log: StackLog,
                  failures_path: Path | None = None, poll_interval: float = 0.1,
-                 stalled: Callable[[], float] | None = None) -> None:
+                 stalled: Callable[[], float] | None = None, checkpoints: StreamCheckpoints | None = None) -> None:
         """``stalled()`` returns how many seconds the source must stop polling from now (the process
-        seam's ``stream_stall``; 0 when it may poll); it is asked before every poll."""
+        seam's ``stream_stall``; 0 when it may poll); it is asked before every poll. ``checkpoints``:
+        resume from, and keep, this source's position there (see the module's docstring)."""
         super().__init__(name=f"stream-{mapping.function.spec.logical_id}", daemon=True)
         self.mapping = mapping
         self.reader = reader
@@ -61,6 +102,7 @@ class StreamEventSource(threading.Thread):
         self.failures_path = failures_path
         self.poll_interval = poll_interval
         self.stalled = stalled or (lambda: 0.0)
+        self.checkpoints = checkpoints
         self.stopping = threading.Event()
         # Set when something wrote to the store: poll now instead of at the next interval.
         self.wake = threading.Event()
@@ -68,9 +110,17 @@ class StreamEventSource(threading.Thread):
     def start(self) -> None:
         # LATEST is fixed when the stack starts, not when the thread gets round to it, so a record
         # written right after start-up is never skipped.
-        if self.mapping.starting_position == "LATEST":
+        resumed = self.checkpoints.position(self.mapping.stream_arn) if self.checkpoints else None
+        if resumed is not None:
+            self.reader.last_seen = resumed
+        elif self.mapping.starting_position == "LATEST":
             self.reader.skip_to_end()
+        self._checkpoint()
         super().start()
+
+    def _checkpoint(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.save(self.mapping.stream_arn, self.reader.last_seen)
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -92,6 +142,8 @@ class StreamEventSource(threading.Thread):
                 if self.stopping.is_set():
                     return
                 self.deliver(records[start:start + size])
+            if not self.stopping.is_set():  # every record polled was handled (or given up on)
+                self._checkpoint()
 
     def stop(self) -> None:
         self.stopping.set()
