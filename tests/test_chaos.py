@@ -65,7 +65,8 @@ def test_smoke_passes_the_reference_relay_with_every_seam_injected_and_prints_it
     assert (info["seed"], info["session_sizes"]) == (1, [2, 3])
     faults = _faults(run_dir / "faults.jsonl")
     assert {f["seam"] for f in faults} == {"wire", "invocation", "store", "management", "process"}
-    assert {f["fault"] for f in faults if f["seam"] == "process"} == {"store_outage", "stream_stall", "clock_skew"}
+    assert {f["fault"] for f in faults if f["seam"] == "process"} == {"store_outage", "stream_stall", "clock_skew",
+                                                                      "kill"}
     checked = {c["name"]: c["checked"] for c in results["checks"]}
     assert all(checked[name] > 0 for name in ("session_end", "recovery", "live_cleanup", "fanout", "pinned")), checked
     # Relayed messages carry the relay's clock: 90 s ahead, 90 s behind, and right.
