@@ -93,14 +93,18 @@ def _seeds(text: str) -> list[int]:
     return list(range(1, count + 1))
 
 
-def _profiles(text: str) -> list[str]:
+def pick(text: str, known: list[str], what: str) -> list[str]:
+    """Comma-separated names, each one of ``known``; argparse's one-line error otherwise."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if not (PROFILES_DIR / f"{name}.toml").exists()]
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
-        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.toml")))
-        given = ", ".join(unknown) or "(none given)"
-        raise argparse.ArgumentTypeError(f"unknown profile(s) {given}; built-in: {known}")
+        raise argparse.ArgumentTypeError(f"unknown {what}(s) {', '.join(unknown) or '(none given)'}; "
+                                         f"known: {', '.join(known)}")
     return names
+
+
+def _profiles(text: str) -> list[str]:
+    return pick(text, sorted(p.stem for p in PROFILES_DIR.glob("*.toml")), "profile")
 
 
 def summarise(outcomes: list[RunOutcome]) -> dict[str, dict]:

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, Phase, settings
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.seed_sweep import pick  # noqa: E402
 from tests.planted import planted_relay  # noqa: E402
 from tests.relay_machine import RelayWorld, run_machine  # noqa: E402
 
@@ -38,12 +39,7 @@ def _settings(max_examples: int, steps: int, shrink: bool) -> settings:
 
 
 def _bugs(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in BUGS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown planted bug(s) {', '.join(unknown) or '(none given)'}; "
-                                         f"known: {', '.join(BUGS)}")
-    return names
+    return pick(text, list(BUGS), "planted bug")
 
 
 def _positive(text: str) -> int:
