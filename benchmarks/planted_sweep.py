@@ -67,7 +67,8 @@ def main() -> int:
                                                 "caught": [], "missed": [], "slowest_verdict_s": 0.0})
         for seed in args.seeds:
             outcome = run_once(out / bug.module / f"seed-{seed}", profile=bug.profile, seed=seed, users=args.users,
-                               duration=max(args.duration, bug.min_duration), extra=("--template", str(template)), lock=args.lock)
+                               duration=max(args.duration, bug.min_duration), extra=("--template", str(template)),
+                               lock=args.lock)
             failed = {finding.split(":", 1)[0] for finding in outcome.findings}
             caught = outcome.status == 1 and bug.caught_by in failed
             entry["seeds"].append(seed)
