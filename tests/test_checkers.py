@@ -237,6 +237,28 @@ def test_health_counts_errors_timeouts_and_given_up_batches():
         "F: 2 error(s): KeyError: 'x'", "StreamFunction gave up on 3 record(s) (RetryAttemptsExhausted)"]
 
 
+
+def test_a_batch_given_up_on_is_explained_only_when_every_try_of_it_was_failed_by_an_injected_fault():
+    ok = [{"t": 1, "function": "StreamFunction", "request_id": "1", "duration_ms": 3, "outcome": "ok"}]
+    failure = {"requestContext": {"functionArn": "StreamFunction", "condition": "RetryAttemptsExhausted",
+                                  "approximateInvokeCount": 3},
+               "DDBStreamBatchInfo": {"batchSize": 1, "startSequenceNumber": "110", "endSequenceNumber": "110"}}
+
+    def injected(attempt, first="100", last="120", fault="error_after", function="StreamFunction"):
+        return {"t": 10 + attempt, "seam": "invocation", "fault": fault, "params": {}, "rule": {"id": "r", "seq": 1},
+                "target": {"function": function, "source": "stream", "event": ["stream", first, last, attempt]}}
+
+    every_try = [injected(0), injected(1), injected(2)]
+    result = health.check(Run([], faults=every_try, invocations=ok, stream_failures=[failure]))
+    assert result.violations == [] and len(result.explained[0].explained_by) == 3
+    for faults in (every_try[:2],  # one try failed by itself
+                   [*every_try[:2], injected(2, first="111")],  # another batch
+                   [*every_try[:2], injected(2, fault="latency")],  # slowed, not failed
+                   [*every_try[:2], injected(2, function="WebSocketFunction")]):
+        result = health.check(Run([], faults=faults, invocations=ok, stream_failures=[failure]))
+        assert [f.message for f in result.violations] == [
+            "StreamFunction gave up on 1 record(s) (RetryAttemptsExhausted)"]
+
 # ---- a process kill explains only what it spans: from the kill until the restarted stack was ready ------
 def kill(t, ready_t):
     """A kill logged at ``t`` and run.json's record of the stack that was ready again at ``ready_t``."""

@@ -94,7 +94,8 @@ def test_bad_options_get_one_line_errors():
     result = _locust("--headless", "--session-size", "many", "-t", "1s", timeout=60)
     assert result.returncode != 0
     assert "--session-size: session size 'many': write N or A-B (e.g. 2 or 2-4)" in result.stderr
-    for args, expected in ((["--session-size", "1"], "relay-harness: --session-size 1 must be from 2 to 32"),
+    for args, expected in ((["--session-size", "1"],
+                            "relay-harness: --session-size: session size '1' must be from 2 to 32"),
                            (["--chaos-profile", "no-such"], "relay-harness: chaos profile 'no-such' not found")):
         result = _locust("--headless", "-t", "1s", *args, timeout=60)
         assert result.returncode == 2

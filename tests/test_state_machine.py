@@ -71,7 +71,9 @@ def test_a_stream_handler_that_resends_on_retry_is_found_and_shrinks_to_a_short_
     template = planted_relay(tmp_path / "relay", "planted_relay", {"StreamFunction": "resend_on_retry.handler"})
     world = RelayWorld(template, tmp_path / "logs")
     try:
-        outcome = run_machine(world, SUITE)
+        # One bug, however many places notice it: a shrunk script that trips a different assertion
+        # on replay is still this bug, not a flaky one.
+        outcome = run_machine(world, settings(SUITE, report_multiple_bugs=False))
     finally:
         world.stop()
     assert outcome.failed.startswith("AssertionError: after "), outcome.failed

@@ -33,6 +33,31 @@ def _caused_by(run: Run, invocation: dict[str, Any]) -> list[dict[str, Any]]:
     return hits
 
 
+def _injected_on_batch(run: Run, failure: dict[str, Any]) -> list[dict[str, Any]]:
+    """Invocation faults that failed a try of the batch an on-failure record describes: the same
+    function, on a stream batch whose sequence numbers cover the given-up ones."""
+    info = failure.get("DDBStreamBatchInfo", {})
+    function = (failure.get("requestContext") or {}).get("functionArn")
+    try:
+        first, last = int(info["startSequenceNumber"]), int(info["endSequenceNumber"])
+    except (KeyError, TypeError, ValueError):
+        return []
+    hits = []
+    for fault in run.stack_faults:
+        target = fault.get("target") or {}
+        event = target.get("event") or []
+        if fault.get("seam") != "invocation" or target.get("source") != "stream" or len(event) < 3 or \
+                fault["fault"] in SLOWING or target.get("function") != function:
+            continue
+        try:
+            covers = int(event[1]) <= first and last <= int(event[2])
+        except (TypeError, ValueError):
+            continue
+        if covers:
+            hits.append(fault)
+    return hits
+
+
 def check(run: Run) -> CheckResult:
     result = CheckResult("health", "Function health", weight=2)
     if not run.invocations:
@@ -60,9 +85,13 @@ def check(run: Run) -> CheckResult:
             (result.explained if is_explained else result.violations).append(finding)
     for failure in run.stream_failures:
         info = failure.get("DDBStreamBatchInfo", {})
-        result.violations.append(Finding(
-            "no stream batch given up on", f"{failure.get('requestContext', {}).get('functionArn')} gave up on "
-            f"{info.get('batchSize')} record(s) ({failure.get('requestContext', {}).get('condition')})", [failure]))
+        context = failure.get("requestContext", {})
+        injected = _injected_on_batch(run, failure)
+        finding = Finding("no stream batch given up on", f"{context.get('functionArn')} gave up on "
+                          f"{info.get('batchSize')} record(s) ({context.get('condition')})", [failure], injected)
+        # Every try of the batch failed by an injected fault: the event source did what Lambda does.
+        every_try = len(injected) >= int(context.get("approximateInvokeCount") or 0) > 0
+        (result.explained if every_try else result.violations).append(finding)
     counts = Counter(r["function"] for r in judged)
     result.notes.append("invocations: " + ", ".join(f"{name} {count}" for name, count in sorted(counts.items())))
     return result
