@@ -221,13 +221,18 @@ def test_a_timeout_cuts_the_handler_where_it_stands(tmp_path):
 
 
 def test_a_store_outage_then_a_stream_stall_are_survived_and_each_logged_once(tmp_path):
-    stack = _stack(tmp_path, [{"name": "store-down", "seam": "process", "type": "store_outage", "at": 0, "for": 2},
-                              {"name": "stream-stuck", "seam": "process", "type": "stream_stall", "at": 0, "for": 5}])
+    """A 10 s store outage, then the stream stalled for 2 s more: joins fail while the store is down,
+    succeed once it is back, and their notices wait for the stream."""
+    stack = _stack(tmp_path, [{"name": "store-down", "seam": "process", "type": "store_outage", "at": 0, "for": 10},
+                              {"name": "stream-stuck", "seam": "process", "type": "stream_stall", "at": 0, "for": 12}])
+
+    refused: list[str] = []
 
     def join(name: str) -> Client | None:
         try:
             return Client(_url(stack, sessionType="outage", targetNumMembers=2, client=name), timeout=20)
         except websocket.WebSocketBadStatusException:  # 500: the join gave up while the store was down
+            refused.append(name)
             return None
 
     with stack:
@@ -236,7 +241,7 @@ def test_a_store_outage_then_a_stream_stall_are_survived_and_each_logged_once(tm
         b = wait_until(lambda: join("b"), 40, "a second join")
         for client in (a, b):
             client.wait_for("SESSION_CONNECT")
-        assert time.monotonic() - plan.started >= 5  # nobody was told anything while the stream stalled
+        assert refused and time.monotonic() - plan.started >= 12  # nobody was told anything meanwhile
         a.close()
         b.close()
     faults = _faults(tmp_path / "faults.jsonl")
