@@ -123,10 +123,21 @@ def test_liveness_catches_two_players_left_waiting_for_the_same_pool():
                r("b", "connect", "invoke", 10, msg={"sessionType": "game", "targetNumMembers": "2"}),
                r("b", "connect", "ok", 15), r("a", "heartbeat", "ok", 40_000)]
     finding = _only(liveness.check(Run(history)), "matched within a bound")
-    assert "a and b both waited" in finding.message
+    assert "a, b all waited" in finding.message
     # The same wait is fine if it is a fault that keeps them apart, until the bound after it.
     faulty = Run(history, faults=[fault("a", "pause", 30_000, seconds=5)])
     assert liveness.check(faulty).passed
+
+
+def test_liveness_lets_fewer_players_than_a_session_holds_wait_but_not_a_full_session():
+    def waiting(client, t):
+        return [r(client, "connect", "invoke", t, msg={"sessionType": "game", "targetNumMembers": "3"}),
+                r(client, "connect", "ok", t + 5)]
+    two = waiting("a", 0) + waiting("b", 10) + [r("a", "heartbeat", "ok", 40_000)]
+    assert liveness.check(Run(two)).passed  # a session of 3 with 2 in it: not full, nobody to match them with
+    three = two + waiting("c", 20)
+    finding = _only(liveness.check(Run(three)), "matched within a bound")
+    assert "a, b, c all waited for a 'game' session of 3" in finding.message
 
 
 # ---- delivery ------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""Matchmaking liveness: two players waiting for the same public (type, size) at the same time, for
-longer than a bound after the last fault ends, means the relay failed to match them. (Refusals and
-failed handshakes are judged by the client-visible errors check.)"""
+"""Matchmaking liveness: as many players as a session holds, all waiting for the same public (type,
+size) at the same time for longer than a bound after the last fault ends, means the relay failed to
+match them (fewer may wait together as long as they like: their session is not full yet).
+(Refusals and failed handshakes are judged by the client-visible errors check.)"""
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 
 from .model import CheckResult, Finding, Run, excerpt
@@ -36,24 +38,35 @@ def _waits(run: Run) -> dict[tuple[str, str], list[tuple[str, float, float, dict
     return waits
 
 
+def _size(target: object) -> int:
+    """Players a session of this ``targetNumMembers`` holds (a number or a numeric string; 2 if neither)."""
+    try:
+        return max(2, int(str(target)))
+    except ValueError:
+        return 2
+
+
 def check(run: Run, bound_s: float = BOUND_S) -> CheckResult:
     result = CheckResult("liveness", "Matchmaking liveness", weight=2)
     bound = bound_s * 1000
     for pool, waits in _waits(run).items():
-        # Sweep by start time: the earlier waiter that overlaps a wait the longest is the one that
-        # waits longest, so one pass finds, for every wait, whether some earlier one left both unmatched.
+        size = _size(pool[1])
+        # Sweep by start time: each wait is judged with the size - 1 earlier waits that are still
+        # waiting and wait the longest, so one pass finds every full session's worth left unmatched.
         waits.sort(key=lambda w: w[1])
         result.checked += len(waits)
-        longest: tuple[str, float, float, dict] | None = None
-        for client, start, end, record in waits:
-            if longest is not None:
-                other, _, other_end, other_record = longest
-                together = min(end, other_end) - max(start, run.last_fault_t)
+        active: list[tuple[float, int]] = []  # (end, index) of the earlier waits, a min-heap by end
+        for index, (client, start, end, record) in enumerate(waits):
+            while active and active[0][0] <= start:
+                heapq.heappop(active)
+            others = heapq.nlargest(size - 1, active)
+            if len(others) == size - 1:
+                together = min([end, *(other_end for other_end, _ in others)]) - max(start, run.last_fault_t)
                 if together > bound:
+                    group = [*sorted((waits[i] for _, i in others), key=lambda w: w[1]), (client, start, end, record)]
                     result.violations.append(Finding(
-                        "matched within a bound", f"{other} and {client} both waited for a {pool[0]!r} session of "
-                        f"{pool[1]} for {together / 1000:.0f} s (bound {bound_s:.0f} s, after the last fault) without "
-                        "being matched", excerpt([other_record, record])))
-            if longest is None or end > longest[2]:
-                longest = (client, start, end, record)
+                        "matched within a bound", f"{', '.join(w[0] for w in group)} all waited for a {pool[0]!r} "
+                        f"session of {pool[1]} for {together / 1000:.0f} s (bound {bound_s:.0f} s, after the last "
+                        "fault) without being matched", excerpt([w[3] for w in group])))
+            heapq.heappush(active, (end, index))
     return result
