@@ -73,11 +73,17 @@ def test_a_killed_stack_comes_back_and_players_rejoin_by_member_id(killed_run):
     history = _jsonl(run_dir / "history.jsonl")
     ended = {r["client"] for r in history if r["op"] == "close" and r["phase"] == "info"
              and kills[0]["t"] <= r["t"] <= restart["ready_t"]}
+    # A rejoin that succeeded after the kill reached the new stack (the old one was gone), even when it
+    # was answered a moment before the supervisor saw the new stack's ready file (ready_t).
     back = {r["client"] for r in history if r["op"] == "rejoin" and r["phase"] == "invoke"
-            and r["t"] >= restart["ready_t"] and r["msg"].get("memberId") == r.get("member")
+            and r["t"] >= restart["killed_t"] and r["msg"].get("memberId") == r.get("member")
             and any(o["op"] == "rejoin" and o["phase"] == "ok" and o["conn"] == r["conn"] and o["client"] == r["client"]
                     for o in history)}
-    assert len(ended) >= 6 and len(back & ended) >= len(ended) // 2, (ended, back)
+    # Every player whose socket the kill ended is playing again, most of them by memberId (the others
+    # in a new session, when the stack was not back within their rejoin budget of about 2 s).
+    playing = {r["client"] for r in history if r["op"] in ("rejoin", "connect") and r["phase"] == "ok"
+               and r["t"] >= restart["killed_t"]}
+    assert len(ended) >= 6 and len(back & ended) >= len(ended) // 2 and ended <= playing, (ended, back)
 
 
 def test_the_restarted_stack_is_a_new_process_on_the_same_ports_and_store(killed_run):
