@@ -101,7 +101,7 @@ def test_the_restarted_stack_is_a_new_process_on_the_same_ports_and_store(killed
               and r["t"] < restart["killed_t"]}
     rejoined_ok = {(r["client"], r["conn"]) for r in history if r["op"] == "rejoin" and r["phase"] == "ok"}
     rejoined = {r["msg"].get("sessionId") for r in history if r["op"] == "rejoin" and r["phase"] == "invoke"
-                and r["t"] >= restart["ready_t"] and (r["client"], r["conn"]) in rejoined_ok}
+                and r["t"] >= restart["killed_t"] and (r["client"], r["conn"]) in rejoined_ok}
     ended = {r["session"] for r in history if r["op"] == "end" and r.get("session")}
     stored = {item["id"] for item in json.loads((run_dir / "store.json").read_text())["tables"]["SessionsTable"]}
     assert before & rejoined and before - ended and (before - ended) & stored, (before, rejoined, ended, stored)
