@@ -2,7 +2,7 @@
 expose (tests/fixtures/planted_relay), one Locust run per seed, and how many runs caught it.
 
 Run: python benchmarks/planted_sweep.py [--bugs resend_on_retry,...] [--seeds 5] [--duration 12]
-     [--users 12] [--out DIR] [--lock FILE]
+     [--users 12] [--profile ci] [--profile-shape] [--out DIR] [--lock FILE]
 A run catches its bug when it exits 1 and the checker that names the bug failed. Prints one line
 per run as it ends (seconds = start to verdict, stack start-up and report included), then per bug:
 seeds run, caught, and the slowest time to a verdict; writes the same to DIR/planted.json.
@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.seed_sweep import _seeds, pick, run_once  # noqa: E402
+from benchmarks.seed_sweep import _seeds, add_profile_shape, pick, run_once  # noqa: E402
 from tests.planted import planted_relay  # noqa: E402
 
 
@@ -55,6 +55,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=_seeds, default=list(range(1, 6)), help="a count (5) or a list (7,10,12)")
     parser.add_argument("--duration", type=int, default=12, help="seconds of load per run (default 12)")
     parser.add_argument("--users", type=int, default=12, help="players per run (default 12)")
+    parser.add_argument("--profile", default=None,
+                        help="run every bug under this profile instead of its own (e.g. ci)")
+    add_profile_shape(parser)
     parser.add_argument("--out", type=Path, default=None, help="folder for the run folders (default: a temp folder)")
     parser.add_argument("--lock", type=Path, default=None, help="hold an flock on this file during each run")
     args = parser.parse_args()
@@ -63,19 +66,21 @@ def main() -> int:
     runs = []
     for bug in args.bugs:
         template = planted_relay(out / bug.module / "relay", "planted_relay", {bug.function: f"{bug.module}.handler"})
-        entry = summary.setdefault(bug.module, {"profile": bug.profile, "caught_by": bug.caught_by, "seeds": [],
+        profile = args.profile or bug.profile
+        entry = summary.setdefault(bug.module, {"profile": profile, "caught_by": bug.caught_by, "seeds": [],
                                                 "caught": [], "missed": [], "slowest_verdict_s": 0.0})
         for seed in args.seeds:
-            outcome = run_once(out / bug.module / f"seed-{seed}", profile=bug.profile, seed=seed, users=args.users,
-                               duration=max(args.duration, bug.min_duration), extra=("--template", str(template)),
-                               lock=args.lock)
+            outcome = run_once(out / bug.module / f"seed-{seed}", profile=profile, seed=seed,
+                               users=None if args.profile_shape else args.users,
+                               duration=None if args.profile_shape else max(args.duration, bug.min_duration),
+                               extra=("--template", str(template)), lock=args.lock)
             failed = {finding.split(":", 1)[0] for finding in outcome.findings}
             caught = outcome.status == 1 and bug.caught_by in failed
             entry["seeds"].append(seed)
             entry["caught" if caught else "missed"].append(seed)
             entry["slowest_verdict_s"] = round(max(entry["slowest_verdict_s"], outcome.seconds), 1)
             runs.append({**asdict(outcome), "bug": bug.module, "caught": caught})
-            print(f"{bug.module:28} {bug.profile:8} seed {seed:3}: exit {outcome.status}, "
+            print(f"{bug.module:28} {profile:8} seed {seed:3}: exit {outcome.status}, "
                   f"{'caught by ' + bug.caught_by if caught else 'MISSED'} ({outcome.seconds:.0f} s)"
                   + ("" if caught else f"; failed: {', '.join(sorted(failed)) or 'none'}"), flush=True)
     print()

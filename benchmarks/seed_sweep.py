@@ -2,7 +2,7 @@
 Locust run per seed, and how many runs failed (a fail on the reference relay is a false alarm).
 
 Run: python benchmarks/seed_sweep.py [--profiles deploy,lossy,flaky] [--seeds 20] [--duration 40]
-     [--users 20] [--out DIR] [--lock FILE]
+     [--users 20] [--profile-shape] [--out DIR] [--lock FILE]
 Prints one line per run as it ends, then per profile: seeds run, false alarms, and each failing
 run's first findings; writes the same to DIR/sweep.json. Exit 0 with no false alarm, 1 with any,
 2 on bad input. Each run is bounded (its duration + 180 s). Not a test: it takes minutes per seed.
@@ -23,6 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness import run_shape  # noqa: E402
+from harness.faults.profile import load_profile  # noqa: E402
+
 PROFILES_DIR = ROOT / "scenarios" / "profiles"
 TEARDOWN_S = 180  # start-up, report and teardown allowance on top of the load time
 
@@ -54,15 +59,26 @@ def _held(lock: Path | None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def run_once(run_dir: Path, *, profile: str | None, seed: int, users: int, duration: int,
+def run_once(run_dir: Path, *, profile: str | None, seed: int, users: int | None, duration: int | None,
              spawn_rate: float | None = None, extra: tuple[str, ...] = (), lock: Path | None = None) -> RunOutcome:
     """One headless run of scenarios/relay.py into ``run_dir`` (``profile`` None: no faults; users
-    spawned per second: ``spawn_rate``, default all at once)."""
-    command = [sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", str(users),
-               "-r", str(spawn_rate or users), "-t", f"{duration}s", "--seed", str(seed), "--run-dir", str(run_dir),
-               *extra]
-    if profile:
-        command += ["--chaos-profile", profile]
+    spawned per second: ``spawn_rate``, default all at once). ``users`` and ``duration`` None: the
+    run is ``relay-harness chaos --profile PROFILE``, with the shape the profile carries (players,
+    duration, session sizes, clean-up during play), exactly as CI runs it."""
+    if users is None or duration is None:
+        if not profile:
+            raise ValueError("the profile's own shape needs a profile")
+        shape = load_profile(profile).run
+        command = [sys.executable, "-m", "harness", "chaos", "--profile", profile, "--seed", str(seed),
+                   "--out", str(run_dir), *extra]
+        duration = round(shape.get("duration", run_shape.DEFAULTS["duration"])
+                         + shape.get("cleanup_wait", run_shape.DEFAULTS["cleanup_wait"]))
+    else:
+        command = [sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", str(users),
+                   "-r", str(spawn_rate or users), "-t", f"{duration}s", "--seed", str(seed),
+                   "--run-dir", str(run_dir), *extra]
+        if profile:
+            command += ["--chaos-profile", profile]
     with _held(lock):
         started = time.monotonic()
         try:
@@ -103,6 +119,13 @@ def pick(text: str, known: list[str], what: str) -> list[str]:
     return names
 
 
+def add_profile_shape(parser: argparse.ArgumentParser) -> None:
+    """``--profile-shape``: each run as ``relay-harness chaos`` makes it (the profile's shape)."""
+    parser.add_argument("--profile-shape", action="store_true",
+                        help="run each seed as `relay-harness chaos --profile P --seed N` does: the profile's own "
+                             "players, duration, session sizes and clean-up (ignores --duration and --users)")
+
+
 def _profiles(text: str) -> list[str]:
     return pick(text, sorted(p.stem for p in PROFILES_DIR.glob("*.toml")), "profile")
 
@@ -130,17 +153,21 @@ def main() -> int:
                         help="a count N (seeds 1..N, default 20) or a list 7,10,12")
     parser.add_argument("--duration", type=int, default=40, help="seconds of load per run (default 40)")
     parser.add_argument("--users", type=int, default=20, help="players per run (default 20)")
+    add_profile_shape(parser)
     parser.add_argument("--out", type=Path, default=None, help="folder for the run folders (default: a temp folder)")
     parser.add_argument("--lock", type=Path, default=None, help="hold an flock on this file during each run "
                                                                 "(machines shared with other load)")
     args = parser.parse_args()
     if not 5 <= args.duration <= 600 or not 1 <= args.users <= 500:
         parser.error(f"--duration {args.duration} must be 5-600 s and --users {args.users} 1-500")
+    if args.profile_shape:
+        args.duration = args.users = None
     out = args.out or Path(tempfile.mkdtemp(prefix="seed-sweep-"))
     if out.exists() and not out.is_dir():
         parser.error(f"--out {out} is a file: pass a folder")
     runs = [(profile, seed) for profile in args.profiles for seed in args.seeds]
-    print(f"seed sweep: {len(runs)} runs of {args.duration} s ({', '.join(args.profiles)}; seeds "
+    length = "the profile's own length" if args.profile_shape else f"{args.duration} s"
+    print(f"seed sweep: {len(runs)} runs of {length} ({', '.join(args.profiles)}; seeds "
           f"{args.seeds[0]}..{args.seeds[-1]}) into {out}", flush=True)
     outcomes = []
     for number, (profile, seed) in enumerate(runs, 1):
