@@ -92,13 +92,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--target {args.target!r}: give `local` or the relay's ws:// or wss:// URL")
     if args.template and args.target != "local":
         raise UsageError("--template runs a relay on the local stack: leave out --target")
-    shape = {key: getattr(args, key) if getattr(args, key) is not None else profile.run.get(key, default)
-             for key, default in run_shape.DEFAULTS.items()}
-    for key, value in shape.items():
+    overrides = {key: getattr(args, key) for key in run_shape.DEFAULTS if getattr(args, key) is not None}
+    for key, value in overrides.items():  # the profile's own shape was validated as it was loaded
         try:
             run_shape.validate(key, value)
         except run_shape.ShapeError as exc:
             raise UsageError(f"--{key.replace('_', '-')}: {exc}") from None
+    shape = {key: overrides.get(key, profile.run.get(key, default)) for key, default in run_shape.DEFAULTS.items()}
     seed = args.seed if args.seed is not None else profile.seed if profile.seed is not None else random.randrange(
         2**31)
     where = "the embedded local stack" if args.target == "local" else args.target

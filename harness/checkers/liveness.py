@@ -8,7 +8,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 
-from .model import CheckResult, Finding, Run, excerpt
+from .model import CheckResult, Finding, Run, excerpt, number
 
 BOUND_S = 20.0
 
@@ -39,11 +39,10 @@ def _waits(run: Run) -> dict[tuple[str, str], list[tuple[str, float, float, dict
 
 
 def _size(target: object) -> int:
-    """Players a session of this ``targetNumMembers`` holds (a number or a numeric string; 2 if neither)."""
-    try:
-        return max(2, int(str(target)))
-    except ValueError:
-        return 2
+    """Players a session of this ``targetNumMembers`` holds (a number or a numeric string, as
+    ``model.number`` reads them; 2 if neither)."""
+    value = number(target)
+    return max(2, int(value)) if value is not None else 2
 
 
 def check(run: Run, bound_s: float = BOUND_S) -> CheckResult:
