@@ -232,6 +232,14 @@ def test_a_request_moto_cannot_handle_is_a_validation_exception_not_a_500(local_
                            ExpressionAttributeValues={":a": {"S": "a"}})
     assert caught.value.response["Error"]["Code"] == "ValidationException"
     assert answers[-1][0] == 400 and answers[-1][1]["message"].startswith("DeleteItem: ")
+    # moto codes the KeyError of a Put without its key as a cancellation reason; DynamoDB: ValidationException.
+    with pytest.raises(client.exceptions.ClientError) as caught:
+        client.transact_write_items(TransactItems=[{"Put": {"TableName": "fidelity", "Item": {"id": {"S": "b"}}}},
+                                                   {"Put": {"TableName": "fidelity", "Item": {}}}])
+    assert caught.value.response["Error"] == {
+        "Code": "ValidationException",
+        "Message": "TransactWriteItems: the local DynamoDB (moto) could not handle TransactItems[1]: KeyError: 'id'"}
+    assert "Item" not in client.get_item(TableName="fidelity", Key={"id": {"S": "b"}})
     stack_log = Path(local_dynamodb.stack_log_dir, "stack.log").read_text()
     assert ("[dynamodb] answered 400 ValidationException: PutItem: the local DynamoDB (moto) could not handle "
             "this request: StopIteration") in stack_log

@@ -25,7 +25,9 @@ request already runs under one lock. Each fix closes a gap measured against moto
 - ``_validation_error_dispatch``: an exception moto does not expect (``StopIteration`` for a
   ``PutItem`` whose ``Item`` is ``{}``) becomes HTTP 500 on its own; DynamoDB answers a request it
   cannot serve with 400 ``ValidationException`` and a message, so here it becomes that, naming the
-  operation and the error, and is reported (the traceback on stderr).
+  operation and the error, and is reported (the traceback on stderr). Inside a transaction moto
+  turns such an exception into a cancellation reason coded with the exception's class; that too
+  is answered as a ValidationException (``_raise_if_moto_failed``).
 - ``_stream_record_with_keys``: moto puts a binary (``B``) key into a stream record's ``Keys``
   already base64-encoded, and its serializer encodes it again (the images hold bytes and are
   right): a consumer got ``base64(base64(key))``. Here ``Keys`` hold the key attributes' values as
@@ -48,7 +50,7 @@ from typing import Any
 
 from moto import backends as moto_backends
 from moto.dynamodb import models as dynamodb_models
-from moto.dynamodb.exceptions import MockValidationException
+from moto.dynamodb.exceptions import MockValidationException, TransactionCanceledException
 from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import StreamRecord, Table
@@ -119,14 +121,35 @@ def _journaled_transact(self: DynamoDBBackend, transact_items: list[dict[str, An
     dynamodb_models.copy = _NoTableCopies  # type: ignore[assignment]
     try:
         _original_transact(self, transact_items)
-    except Exception:
+    except Exception as exc:
         for table, hash_key, range_key, item in reversed(saved):
             _restore(table, hash_key, range_key, item)
         for shard, length in shards.values():
             del shard.items[length:]
+        if isinstance(exc, TransactionCanceledException):
+            _raise_if_moto_failed(exc)
         raise
     finally:
         dynamodb_models.copy = copy  # type: ignore[assignment]
+
+
+# A cancellation reason's codes, as DynamoDB gives them (API reference, CancellationReason).
+_CANCELLATION_CODES = {"None", "ConditionalCheckFailed", "ItemCollectionSizeLimitExceeded", "TransactionConflict",
+                       "ProvisionedThroughputExceeded", "ThrottlingError", "ValidationError"}
+
+
+def _raise_if_moto_failed(exc: TransactionCanceledException) -> None:
+    """moto turns any exception inside a transaction into a cancellation reason coded with the
+    exception's class (``KeyError`` for a Put without its key); that is moto failing, not a
+    cancellation: DynamoDB answers such a request 400 ValidationException."""
+    reasons = json.loads(exc.description).get("CancellationReasons", [])
+    failed = [(index, reason) for index, reason in enumerate(reasons) if reason.get("Code") not in _CANCELLATION_CODES]
+    if failed:
+        index, reason = failed[0]
+        message = (f"TransactWriteItems: the local DynamoDB (moto) could not handle TransactItems[{index}]: "
+                   f"{reason['Code']}: {reason.get('Message', '')}")
+        report(f"answered 400 ValidationException: {message}")
+        raise MockValidationException(message) from exc
 
 
 def _record_key(record: dict[str, Any]) -> str:
