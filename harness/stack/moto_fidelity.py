@@ -242,14 +242,16 @@ def _items(table: Table) -> Iterator[Any]:
             yield value
 
 
-_WHITESPACE = re.compile(r"\s+")
+# Spaces, tabs and line ends (LF, CRLF): what a formatted expression holds; other characters that
+# Unicode calls whitespace (a no-break space) are left for moto to refuse, as DynamoDB may.
+_WHITESPACE = re.compile(r"[ \t\r\n]+")
 
 
 def single_spaced(params: Any) -> Any:
     """``params`` (a request's parsed parameters) with every ``...Expression`` string's runs of
-    whitespace made one space and its ends stripped, at any depth; everything else as it was."""
+    spaces, tabs and line ends made one space and its ends stripped, at any depth; everything else as it was."""
     if isinstance(params, dict):
-        return {key: _WHITESPACE.sub(" ", value).strip() if key.endswith("Expression") and isinstance(value, str)
+        return {key: _WHITESPACE.sub(" ", value).strip(" ") if key.endswith("Expression") and isinstance(value, str)
                 else single_spaced(value) for key, value in params.items()}
     if isinstance(params, list):
         return [single_spaced(value) for value in params]
