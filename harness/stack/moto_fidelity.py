@@ -22,8 +22,9 @@ request already runs under one lock. Each fix closes a gap measured against moto
   ``RequestItems``), has each run of whitespace made one space before moto parses it; the grammar
   has no string literals, so a run of whitespace is only ever a separator
   (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.html).
-- ``_validation_error_dispatch``: an exception moto does not expect (``StopIteration`` for a
-  ``PutItem`` whose ``Item`` is ``{}``) becomes HTTP 500 on its own; DynamoDB answers a request it
+- ``_validation_error_dispatch``: an exception moto does not expect (``StopIteration`` for an
+  attribute value with no type, ``{"id": {}}``; ``ValueError`` for a condition it cannot lex)
+  becomes HTTP 500 on its own; DynamoDB answers a request it
   cannot serve with 400 ``ValidationException`` and a message, so here it becomes that, naming the
   operation and the error, and is reported (the traceback on stderr). Inside a transaction moto
   turns such an exception into a cancellation reason coded with the exception's class; that too
