@@ -11,8 +11,8 @@ from tests.relay_support import LocalRelay
 
 
 @pytest.fixture(scope="session")
-def local_dynamodb() -> Iterator[LocalDynamoDB]:
-    with LocalDynamoDB() as ddb:
+def local_dynamodb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDynamoDB]:
+    with LocalDynamoDB(stack_log_dir=str(tmp_path_factory.mktemp("local-dynamodb-log"))) as ddb:
         yield ddb
 
 

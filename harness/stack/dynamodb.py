@@ -27,11 +27,14 @@ class DynamoDBUnavailable(Exception):
 
 class LocalDynamoDB:
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, log_path: str | None = None,
-                 ttl_delay: float | None = None) -> None:
+                 ttl_delay: float | None = None, stack_log_dir: str | None = None) -> None:
+        """``log_path``: the server's own output (tracebacks); ``stack_log_dir``: the stack's log
+        folder, whose ``stack.log`` gets a line per request moto could not handle."""
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
         self.ttl_delay = ttl_delay
+        self.stack_log_dir = stack_log_dir
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -45,6 +48,8 @@ class LocalDynamoDB:
         command = [sys.executable, "-m", "harness.stack.moto_server", "-H", self.host, "-p", str(self.port)]
         if self.ttl_delay is not None:
             command += ["--ttl-delay", str(self.ttl_delay)]
+        if self.stack_log_dir is not None:
+            command += ["--stack-log-dir", self.stack_log_dir]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,11 +1,35 @@
-"""Lambda event payloads shaped as API Gateway, DynamoDB Streams and EventBridge send them."""
+"""Lambda event payloads shaped as API Gateway, DynamoDB Streams and EventBridge send them, and the
+one rule by which every event becomes the JSON a function receives (``to_json``)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
+
+
+def _lambda_json_default(value: Any) -> Any:
+    """How Lambda writes what JSON has no type for: binary (a DynamoDB ``B`` value, each member of a
+    ``BS``) as base64 text; a time as whole epoch seconds (a stream record's
+    ``ApproximateCreationDateTime``, "rounded down to the closest second", DynamoDB Streams API
+    reference, StreamRecord); a number read as ``Decimal`` as a JSON number."""
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime):
+        return int(value.timestamp() // 1)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def to_json(event: Any) -> str:
+    """``event`` as the JSON text Lambda hands a function: every event the stack builds, to any
+    runtime (in this process, over the Invoke API, another language), goes through here."""
+    return json.dumps(event, default=_lambda_json_default)
 
 
 def _request_id() -> str:

@@ -140,7 +140,8 @@ class LocalStack:
             return
         log_path = str(options.log_dir / "dynamodb.log") if options.log_dir else None
         self.dynamodb = local_ddb.LocalDynamoDB(options.host, options.dynamodb_port or None, log_path,
-                                                ttl_delay=options.ttl_delay).start()
+                                                ttl_delay=options.ttl_delay,
+                                                stack_log_dir=str(options.log_dir) if options.log_dir else None).start()
         self.dynamodb_endpoint = self.dynamodb.endpoint
 
     def _ensure_tables(self, template: Template, client: Any) -> dict[str, str]:

@@ -13,22 +13,51 @@ request already runs under one lock. Each fix closes a gap measured against moto
   item, and a MODIFY for an identical Put.
 - ``TtlSweeper``: moto never expires items; DynamoDB deletes them some time after their TTL and
   the stream shows a REMOVE by the service (``userIdentity`` type Service).
+- ``_single_spaced_expressions``: DynamoDB's expression grammar separates tokens by any whitespace
+  (newlines and tabs included: relays write expressions as multi-line template literals); moto has
+  three tokenizers that each know only some of it (conditions and filters: spaces; update
+  expressions: spaces and newlines; key conditions: spaces), and a condition it cannot lex raises
+  a bare ``ValueError`` (HTTP 500, which SDKs retry until the caller times out). Every
+  ``...Expression`` parameter of every operation, at any depth (``TransactItems``,
+  ``RequestItems``), has each run of whitespace made one space before moto parses it; the grammar
+  has no string literals, so a run of whitespace is only ever a separator
+  (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.html).
+- ``_validation_error_dispatch``: an exception moto does not expect (``StopIteration`` for an
+  attribute value with no type, ``{"id": {}}``; ``ValueError`` for a condition it cannot lex)
+  becomes HTTP 500 on its own; DynamoDB answers a request it
+  cannot serve with 400 ``ValidationException`` and a message, so here it becomes that, naming the
+  operation and the error, and is reported (the traceback on stderr). Inside a transaction moto
+  turns such an exception into a cancellation reason coded with the exception's class; that too
+  is answered as a ValidationException (``_raise_if_moto_failed``).
+- ``_stream_record_with_keys``: moto puts a binary (``B``) key into a stream record's ``Keys``
+  already base64-encoded, and its serializer encodes it again (the images hold bytes and are
+  right): a consumer got ``base64(base64(key))``. Here ``Keys`` hold the key attributes' values as
+  the images do.
+- ``_projected_transact_get``: moto's ``TransactGetItems`` ignores each Get's
+  ``ProjectionExpression`` and returns whole items; here each Get returns what its projection names.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
+import sys
 import threading
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from moto import backends as moto_backends
 from moto.dynamodb import models as dynamodb_models
+from moto.dynamodb.exceptions import MockValidationException, TransactionCanceledException
 from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType
-from moto.dynamodb.models.table import Table
+from moto.dynamodb.models.table import StreamRecord, Table
+from moto.dynamodb.models.utilities import dynamo_to_dict
+from moto.dynamodb.responses import DynamoHandler, ProjectionExpressionParser
+from werkzeug.exceptions import HTTPException
 
 # As the DynamoDB Streams API spells it; Lambda events spell the same keys in lower camel case.
 SERVICE_IDENTITY = {"Type": "Service", "PrincipalId": "dynamodb.amazonaws.com"}
@@ -93,18 +122,39 @@ def _journaled_transact(self: DynamoDBBackend, transact_items: list[dict[str, An
     dynamodb_models.copy = _NoTableCopies  # type: ignore[assignment]
     try:
         _original_transact(self, transact_items)
-    except Exception:
+    except Exception as exc:
         for table, hash_key, range_key, item in reversed(saved):
             _restore(table, hash_key, range_key, item)
         for shard, length in shards.values():
             del shard.items[length:]
+        if isinstance(exc, TransactionCanceledException):
+            _raise_if_moto_failed(exc)
         raise
     finally:
         dynamodb_models.copy = copy  # type: ignore[assignment]
 
 
+# A cancellation reason's codes, as DynamoDB gives them (API reference, CancellationReason).
+_CANCELLATION_CODES = {"None", "ConditionalCheckFailed", "ItemCollectionSizeLimitExceeded", "TransactionConflict",
+                       "ProvisionedThroughputExceeded", "ThrottlingError", "ValidationError"}
+
+
+def _raise_if_moto_failed(exc: TransactionCanceledException) -> None:
+    """moto turns any exception inside a transaction into a cancellation reason coded with the
+    exception's class (``KeyError`` for a Put without its key); that is moto failing, not a
+    cancellation: DynamoDB answers such a request 400 ValidationException."""
+    reasons = json.loads(exc.description).get("CancellationReasons", [])
+    failed = [(index, reason) for index, reason in enumerate(reasons) if reason.get("Code") not in _CANCELLATION_CODES]
+    if failed:
+        index, reason = failed[0]
+        message = (f"TransactWriteItems: the local DynamoDB (moto) could not handle TransactItems[{index}]: "
+                   f"{reason['Code']}: {reason.get('Message', '')}")
+        report(f"answered 400 ValidationException: {message}")
+        raise MockValidationException(message) from exc
+
+
 def _record_key(record: dict[str, Any]) -> str:
-    return json.dumps(record["dynamodb"]["Keys"], sort_keys=True)
+    return json.dumps(record["dynamodb"]["Keys"], sort_keys=True, default=repr)  # a binary key is bytes
 
 
 def coalesce_stream_records(before: dict[int, int]) -> None:
@@ -193,7 +243,90 @@ def _items(table: Table) -> Iterator[Any]:
             yield value
 
 
-def install() -> None:
+# Spaces, tabs and line ends (LF, CRLF): what a formatted expression holds; other characters that
+# Unicode calls whitespace (a no-break space) are left for moto to refuse, as DynamoDB may.
+_WHITESPACE = re.compile(r"[ \t\r\n]+")
+
+
+def single_spaced(params: Any) -> Any:
+    """``params`` (a request's parsed parameters) with every ``...Expression`` string's runs of
+    spaces, tabs and line ends made one space and its ends stripped, at any depth; everything else as it was."""
+    if isinstance(params, dict):
+        return {key: _WHITESPACE.sub(" ", value).strip(" ") if key.endswith("Expression") and isinstance(value, str)
+                else single_spaced(value) for key, value in params.items()}
+    if isinstance(params, list):
+        return [single_spaced(value) for value in params]
+    return params
+
+
+_original_parse_parameters = DynamoHandler.parse_parameters
+
+
+def _single_spaced_expressions(self: DynamoHandler, request: Any) -> None:
+    _original_parse_parameters(self, request)
+    self.params = single_spaced(self.params)
+
+
+def _stderr_report(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# Where a request moto could not handle is reported, besides its traceback on stderr.
+report: Callable[[str], None] = _stderr_report
+
+
+def _validation_error_dispatch(self: DynamoHandler, request: Any, full_url: str, headers: Any) -> Any:
+    try:
+        self.setup_class(request, full_url, headers)
+        return self.call_action()
+    except HTTPException:
+        raise  # moto's own errors (ValidationException and the rest) are answered as they are
+    except Exception as exc:
+        target = str(headers.get("X-Amz-Target") or headers.get("x-amz-target") or "")
+        operation = target.rsplit(".", 1)[-1] or "the request"
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        message = f"{operation}: the local DynamoDB (moto) could not handle this request: {error}"
+        traceback.print_exc(file=sys.stderr)
+        report(f"answered 400 ValidationException: {message}")
+        raise MockValidationException(message) from exc
+
+
+_original_stream_record_init = StreamRecord.__init__
+
+
+def _stream_record_with_keys(self: StreamRecord, table: Table, stream_type: str, event_name: str, old: Any,
+                             new: Any, seq: int) -> None:
+    _original_stream_record_init(self, table, stream_type, event_name, old, new, seq)
+    item = old if old is not None else new
+    names = [name for name in (table.hash_key_attr, table.range_key_attr) if name]
+    self.record["dynamodb"]["Keys"] = {name: {item.attrs[name].type: item.attrs[name].value} for name in names}
+
+
+_original_transact_get = DynamoHandler.transact_get_items
+
+
+def _projected_transact_get(self: DynamoHandler) -> Any:
+    result = _original_transact_get(self)
+    gets = [entry["Get"] for entry in self.body["TransactItems"]]
+    for get, answer in zip(gets, result.result["Responses"], strict=True):
+        expression = get.get("ProjectionExpression")
+        if expression and "Item" in answer:
+            paths = ProjectionExpressionParser(expression, get.get("ExpressionAttributeNames")).parse()
+            item = self.dynamodb_backend.get_item(get["TableName"], get["Key"], paths)
+            answer["Item"] = dynamo_to_dict(item.describe_attrs(attributes=None))["Item"]
+    return result
+
+
+def install(report_to: Callable[[str], None] | None = None) -> None:
+    """Apply every fix above to moto in this process; ``report_to`` receives one line per request
+    moto could not handle (default: stderr)."""
+    global report
+    if report_to is not None:
+        report = report_to
+    DynamoHandler.parse_parameters = _single_spaced_expressions  # type: ignore[method-assign]
+    DynamoHandler._dispatch = _validation_error_dispatch  # type: ignore[method-assign]
+    DynamoHandler.transact_get_items = _projected_transact_get  # type: ignore[method-assign]
+    StreamRecord.__init__ = _stream_record_with_keys  # type: ignore[method-assign]
     DynamoDBBackend.transact_write_items = _journaled_transact  # type: ignore[method-assign]
     # moto's server lists its own package folder on every request (a listdir and ~50 stats) to
     # route it; the list never changes while the process runs.

@@ -5,7 +5,9 @@ conditional writes can both pass and one silently overwrites the other (measured
 joiners, one lost). DynamoDB serialises writes to an item and isolates transactions from
 reads; one lock around every DynamoDB and DynamoDB Streams request gives the same outcomes.
 The other fixes (transactions, stream records, TTL) are in ``moto_fidelity``.
-Run as ``python -m harness.stack.moto_server -H HOST -p PORT [--ttl-delay S]``.
+Run as ``python -m harness.stack.moto_server -H HOST -p PORT [--ttl-delay S] [--stack-log-dir DIR]``;
+with a log folder, each request moto could not handle (answered 400 ValidationException) is a
+``[dynamodb]`` line in its ``stack.log``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 _SERIALISED_TARGETS = ("DynamoDB_", "DynamoDBStreams_")
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-p", "--port", type=int, required=True)
     parser.add_argument("--ttl-delay", type=float, default=None,
                         help="delete items this many seconds after their TTL (default: never, as moto)")
+    parser.add_argument("--stack-log-dir", default=None,
+                        help="the stack's log folder: requests moto could not handle are reported in its stack.log")
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))
 
@@ -73,8 +78,13 @@ def main(argv: list[str] | None = None) -> None:
     from werkzeug.serving import run_simple
 
     from . import moto_fidelity
+    from .logs import StackLog
 
-    moto_fidelity.install()
+    if args.stack_log_dir is not None:
+        stack_log = StackLog(Path(args.stack_log_dir))
+        moto_fidelity.install(lambda message: stack_log.line("dynamodb", message))
+    else:
+        moto_fidelity.install()
     lock = threading.Lock()
     if args.ttl_delay is not None:
         moto_fidelity.TtlSweeper(lock, args.ttl_delay).start()

@@ -29,11 +29,10 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+from .events import to_json
 from .logs import StackLog, current_invocation, route_prints
 
 # Seconds after which the invocation is reported timed out although its timeout is longer (the
@@ -78,20 +77,6 @@ class Function(Protocol):
     spec: FunctionSpec
 
     def invoke(self, event: dict[str, Any]) -> Invocation: ...
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def to_json(event: dict[str, Any]) -> str:
-    return json.dumps(event, default=_json_default)
 
 
 class LambdaContext:
