@@ -79,12 +79,13 @@ def _function_spec(template: Template, logical_id: str, context: Context) -> Fun
         raise TemplateError(f"{logical_id}: CodeUri must be a local folder to run locally, not {code_uri!r}")
     handler = props.get("Handler")
     if not handler:
-        raise TemplateError(f"{logical_id}: no Handler; the local runtime runs Python handlers by import")
+        raise TemplateError(f"{logical_id}: no Handler; the local runtime runs handlers named by Handler")
     variables = (props.get("Environment") or {}).get("Variables") or {}
     return FunctionSpec(
         logical_id=logical_id, name=logical_id, handler=handler, code_dir=(template.path.parent / code_uri).resolve(),
         environment={k: str(v) for k, v in variables.items() if v is not None},
         timeout=float(props.get("Timeout", 3)), memory_mb=int(props.get("MemorySize", 128)),
+        runtime=str(props.get("Runtime") or ""),
         layer_dirs=tuple(_layer_dir(template, str(layer), context, logical_id) for layer in props.get("Layers") or []
                          if str(layer) in template.of_type("AWS::Serverless::LayerVersion", context)))
 

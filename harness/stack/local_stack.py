@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from .http_api import HttpApiServer, HttpRoute
 from .invocation_faults import EventIdentities, FaultyFunction
 from .logs import StackLog, route_function_output
 from .management_api import ManagementApiServer
+from .node_runtime import NodeFunction
+from .npm_install import NpmError, install_dependencies
 from .runtime import Function, FunctionSpec, InProcessFunction, RemoteFunction
 from .schedules import Scheduler, ScheduleSpec
 from .stream_source import StreamCheckpoints, StreamEventSource, StreamMapping, write_json_atomic
@@ -63,6 +66,32 @@ class StackOptions:
     stream_checkpoints: Path | None = None
 
 
+def runtime_family(spec: FunctionSpec) -> str:
+    """``python`` (also when the template names no Runtime) or ``node``; any other Runtime is refused
+    (the identifiers are Lambda's: https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html)."""
+    if not spec.runtime or spec.runtime.startswith("python"):
+        return "python"
+    if spec.runtime.startswith("nodejs"):
+        return "node"
+    raise StackError(f"{spec.logical_id}: Runtime {spec.runtime} cannot run on the local stack (it runs python3.x "
+                     f"and nodejs* functions); serve it over the Lambda Invoke API with --function "
+                     f"{spec.logical_id}=URL")
+
+
+def _node_for(specs: list[FunctionSpec]) -> str | None:
+    """The node executable for the ``nodejs*`` functions among ``specs``, or None if there are none."""
+    node_specs = [s for s in specs if runtime_family(s) == "node"]
+    if not node_specs:
+        return None
+    node = shutil.which("node")
+    if node is None:
+        spec = node_specs[0]
+        raise StackError(f"{spec.logical_id}: Runtime {spec.runtime} needs node on PATH, which has none: install "
+                         f"Node.js (Debian/Ubuntu: apt-get install nodejs npm) or serve it with --function "
+                         f"{spec.logical_id}=URL")
+    return node
+
+
 def _shared_environment(specs: list[FunctionSpec], base: dict[str, str]) -> dict[str, str]:
     """In-process functions share one environment: refuse functions whose variables disagree."""
     merged = dict(base)
@@ -90,6 +119,8 @@ class LocalStack:
         self.sources: list[StreamEventSource] = []
         self.scheduler: Scheduler | None = None
         self.functions: dict[str, Function] = {}
+        self._node_functions: list[NodeFunction] = []
+        self._node: str | None = None  # the node executable, when the template has nodejs* functions
         self.deployment: Deployment | None = None
         self._saved_environment: dict[str, str | None] = {}
         self.tables: dict[str, str] = {}  # logical id -> table name
@@ -109,6 +140,7 @@ class LocalStack:
     def _start(self) -> None:
         options = self.options
         template = Template.load(options.template)
+        self._node = self._check_runtimes(template)
         self._start_dynamodb()
         client = local_ddb.client(self.dynamodb_endpoint)
         stream_arns = self._ensure_tables(template, client)
@@ -127,6 +159,9 @@ class LocalStack:
         self.gateway = WebSocketGateway(routes, deployment.selection_expression, stage=deployment.stage,
                                         log=self.log, quotas=options.quotas).start(options.host, options.websocket_port)
         self.management.connections = self.gateway
+        for function in self._node_functions:
+            # Until the event's domainName reaches a local management API itself (see /work/interfaces.md).
+            function.redirects = {self.gateway.domain: self.management.endpoint}
         http_routes = [HttpRoute(method, path, self.functions[name]) for method, path, name in deployment.http_routes]
         self.http = HttpApiServer(http_routes, deployment.stage, self.log, options.host, options.http_port).start()
         self._install_call_faults()
@@ -170,7 +205,9 @@ class LocalStack:
             "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
         }
         local_specs = [s for name, s in deployment.functions.items() if name not in self.options.remote_functions]
-        environment = _shared_environment(local_specs, base)
+        node = self._node
+        self._install_npm_dependencies([s for s in local_specs if runtime_family(s) == "node"])
+        environment = _shared_environment([s for s in local_specs if runtime_family(s) == "python"], base)
         for key in (*environment, "AWS_PROFILE", "AWS_SESSION_TOKEN"):
             self._saved_environment.setdefault(key, os.environ.get(key))
         os.environ.update(environment)
@@ -182,11 +219,31 @@ class LocalStack:
             function: Function
             if name in self.options.remote_functions:
                 function = RemoteFunction(spec, self.options.remote_functions[name], self.log)
+            elif runtime_family(spec) == "node":
+                assert node is not None
+                function = NodeFunction(spec, self.log, node, base, self.options.concurrency, _REGION)
+                self._node_functions.append(function)
             else:
                 function = InProcessFunction(spec, self.log, self.options.concurrency, _REGION)
             if self.options.faults is not None:
                 function = FaultyFunction(function, self.options.faults, self.log, identities)
             self.functions[name] = function
+
+    def _check_runtimes(self, template: Template) -> str | None:
+        """Refuse, before anything starts, a Runtime the stack cannot run; the node executable if needed."""
+        bare = deployment_context(template, stack_name=self.options.stack_name, parameters=self.options.parameters)
+        functions = load_deployment(template, bare).functions
+        return _node_for([spec for name, spec in functions.items() if name not in self.options.remote_functions])
+
+    def _install_npm_dependencies(self, specs: list[FunctionSpec]) -> None:
+        """Each Node function folder with a package.json and no node_modules, once, as ``sam build`` would."""
+        npm = shutil.which("npm")
+        for folder in dict.fromkeys(spec.code_dir for spec in specs):
+            try:
+                if install_dependencies(folder, npm, lambda line: print(f"relay-harness: {line}", file=sys.stderr)):
+                    self.log.line("stack", f"installed the npm dependencies of {folder}")
+            except NpmError as exc:
+                raise StackError(str(exc)) from None
 
     def _install_clock_skew(self) -> None:
         """The process seam's ``clock_skew`` patches the clock readings (harness/stack/clock.py) only when
@@ -196,9 +253,10 @@ class LocalStack:
             return
         clock.install()
         self._clock_skewed = True
-        if self.options.remote_functions:
-            print(f"relay-harness: clock_skew cannot skew Invoke-API functions (--function): "
-                  f"{', '.join(sorted(self.options.remote_functions))} keep their own clock", file=sys.stderr)
+        own_clock = sorted({*self.options.remote_functions, *(f.spec.name for f in self._node_functions)})
+        if own_clock:
+            print(f"relay-harness: clock_skew cannot skew Invoke-API (--function) or Node.js functions: "
+                  f"{', '.join(own_clock)} keep their own clock", file=sys.stderr)
 
     def _install_call_faults(self) -> None:
         """The store and management seams hook boto3's default session, from which the clients the
@@ -208,6 +266,9 @@ class LocalStack:
         if plan is None:
             return
         hooked = plan.live or plan.has("store") or plan.has("management") or plan.has("invocation", "timeout")
+        if (hooked or plan.has("process", "store_outage")) and self._node_functions:
+            print(f"relay-harness: the store and management seams hook boto3; the AWS calls of Node.js functions "
+                  f"({', '.join(f.spec.name for f in self._node_functions)}) do not pass them", file=sys.stderr)
         if hooked or plan.has("process", "store_outage"):
             if boto3.DEFAULT_SESSION is None:
                 boto3.setup_default_session()
@@ -295,7 +356,7 @@ class LocalStack:
         if self.management:
             self.management.stop()
         for function in self.functions.values():
-            if isinstance(function, InProcessFunction | FaultyFunction):
+            if isinstance(function, InProcessFunction | NodeFunction | FaultyFunction):
                 function.close()
         if self.dynamodb:
             self.dynamodb.stop()
@@ -308,6 +369,7 @@ class LocalStack:
         self._saved_environment = {}
         self.scheduler, self.sources, self.http, self.gateway, self.management, self.dynamodb = (
             None, [], None, None, None, None)
+        self._node_functions = []
 
     def __enter__(self) -> LocalStack:
         return self.start()
