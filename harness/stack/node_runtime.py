@@ -144,8 +144,9 @@ class NodeFunction:
     """A ``nodejs*`` function (the ``Function`` interface of ``runtime.py``): up to ``concurrency``
     node processes, each running one invocation at a time.
 
-    ``environment`` is what the stack gives every function (endpoints, region, credentials); the
-    template's variables and Lambda's own (``AWS_LAMBDA_FUNCTION_NAME``, ...) are added to it.
+    ``environment`` is what the stack gives every function (endpoints, region, credentials); it wins
+    over the template's variables, as Lambda's reserved variables do, and Lambda's own
+    (``AWS_LAMBDA_FUNCTION_NAME``, ...) are added.
     ``redirects`` maps a host (``host:port``) that aws-sdk v2's management API client may be built
     for from the event to the local management API's base URL, or is ``None``.
     """
@@ -166,7 +167,7 @@ class NodeFunction:
         self._closed = False
         passed = {key: os.environ[key] for key in _PASSED_THROUGH if key in os.environ}
         self.environment = {
-            **passed, **environment, **spec.environment,
+            **passed, **spec.environment, **environment,
             "AWS_LAMBDA_FUNCTION_NAME": spec.name, "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
