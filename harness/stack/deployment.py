@@ -42,6 +42,7 @@ class Deployment:
     stage: str
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
     selection_expression: str = "$request.body.action"
+    websocket_apis: set[str] = field(default_factory=set)  # the WEBSOCKET APIs' Ref values
     websocket_routes: dict[str, str] = field(default_factory=dict)
     http_routes: list[tuple[str, str, str]] = field(default_factory=list)
     streams: list[StreamSource] = field(default_factory=list)
@@ -119,6 +120,7 @@ def load_deployment(template: Template, context: Context) -> Deployment:
     for name in websocket_apis:
         props = template.resources[name]["Properties"]
         deployment.selection_expression = props.get("RouteSelectionExpression", "$request.body.action")
+        deployment.websocket_apis.add(str(context.references.get(name, name)))
     integrations = template.of_type("AWS::ApiGatewayV2::Integration", context)
     for name, route in template.of_type("AWS::ApiGatewayV2::Route", context).items():
         props = resolve(route.get("Properties", {}), context, name)

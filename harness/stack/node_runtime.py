@@ -147,19 +147,15 @@ class NodeFunction:
     ``environment`` is what the stack gives every function (endpoints, region, credentials); it wins
     over the template's variables, as Lambda's reserved variables do, and Lambda's own
     (``AWS_LAMBDA_FUNCTION_NAME``, ...) are added.
-    ``redirects`` maps a host (``host:port``) that aws-sdk v2's management API client may be built
-    for from the event to the local management API's base URL, or is ``None``.
     """
 
     def __init__(self, spec: FunctionSpec, log: StackLog, node: str, environment: dict[str, str],
-                 concurrency: int = 16, region: str = "us-east-1", account: str = "000000000000",
-                 redirects: dict[str, str] | None = None) -> None:
+                 concurrency: int = 16, region: str = "us-east-1", account: str = "000000000000") -> None:
         self.spec = spec
         self.log = log
         self.node = node
         self.region = region
         self.account = account
-        self.redirects = redirects
         self.slots = threading.BoundedSemaphore(concurrency)
         self._idle: list[_HostProcess] = []
         self._live: set[_HostProcess] = set()
@@ -184,7 +180,7 @@ class NodeFunction:
                 if process.alive():
                     return process
                 self._live.discard(process)
-        config = {"root": str(self.spec.code_dir), "handler": self.spec.handler, "redirects": self.redirects or {}}
+        config = {"root": str(self.spec.code_dir), "handler": self.spec.handler}
         process = _HostProcess(self.node, config, self.environment, self.spec.code_dir, self.spec.name, self.log)
         with self._lock:
             self._live.add(process)

@@ -2,7 +2,7 @@
 // relay-harness Node host: runs one Lambda function's handler, one invocation at a time, for the
 // Python side (harness/stack/node_runtime.py), which starts one such process per concurrency slot.
 //
-// argv[2] is a JSON object: {fd, root, handler, redirects}. Requests arrive on stdin, one JSON per
+// argv[2] is a JSON object: {fd, root, handler}. Requests arrive on stdin, one JSON per
 // line: {id, event, context}. Everything this host tells Python goes to the inherited pipe `fd`,
 // one JSON per line: {type: "log", id, level, text} for console output, {type: "result", id,
 // payload} or {type: "result", id, error, fatal?} for the outcome. The handler's own writes to
@@ -79,17 +79,6 @@ function configureSdkV2() {
     if (endpoint) update[service] = { endpoint };
   }
   AWS.config.update(update, true);
-  const redirects = config.redirects || {};
-  if (Object.keys(redirects).length) {
-    // A management API client built from the event (https://{domainName}/{stage}) is sent to the local one.
-    AWS.events.on('afterBuild', (request) => {
-      const target = redirects[request.httpRequest.endpoint.host];
-      if (target && request.service.serviceIdentifier === 'apigatewaymanagementapi') {
-        request.httpRequest.endpoint = new AWS.Endpoint(target);
-        request.httpRequest.headers.Host = request.httpRequest.endpoint.host;
-      }
-    });
-  }
 }
 
 async function loadHandler() {
