@@ -38,8 +38,9 @@ def log(tmp_path):
 
 def _function(log: StackLog, handler: str, timeout: float = 3.0, concurrency: int = 2) -> NodeFunction:
     assert NODE is not None
-    spec = FunctionSpec("Fn", "Fn", f"handlers.{handler}", HANDLERS, {"TABLE": "seats"}, timeout=timeout,
-                        memory_mb=256, runtime="nodejs20.x")
+    dotted = handler if "." in handler else f"handlers.{handler}"
+    spec = FunctionSpec("Fn", "Fn", dotted, HANDLERS, {"TABLE": "seats"}, timeout=timeout, memory_mb=256,
+                        runtime="nodejs20.x")
     return NodeFunction(spec, log, NODE, {"AWS_ACCESS_KEY_ID": "local"}, concurrency)
 
 
@@ -65,11 +66,12 @@ def test_async_and_callback_handlers_get_context_environment_and_their_console_l
     records = [json.loads(line) for line in (tmp_path / "invocations.jsonl").read_text().splitlines()]
     assert [set(r) for r in records] == [{"t", "function", "request_id", "duration_ms", "outcome"}] * 2
 
-    callback = _function(log, "callbackHandler")
-    try:
-        assert callback.invoke({"n": 21}).payload == {"doubled": 42}
-    finally:
-        callback.close()
+    for handler, payload in (("callbackHandler", {"doubled": 42}), ("esm.handler", {"esm": True, "n": 21})):
+        other = _function(log, handler)
+        try:
+            assert other.invoke({"n": 21}).payload == payload
+        finally:
+            other.close()
 
 
 @needs_node
@@ -77,7 +79,9 @@ def test_async_and_callback_handlers_get_context_environment_and_their_console_l
     ("throws", "TypeError", "no such seat"),
     ("callbackError", "string", "plain refusal"),
     ("missing", "Runtime.HandlerNotFound", "handlers.missing is undefined or not exported"),
-], ids=["thrown", "callback", "not-exported"])
+    ("broken.handler", "Runtime.UserCodeSyntaxError", "SyntaxError: Unexpected end of input"),
+    ("nowhere.handler", "Runtime.ImportModuleError", "Error: Cannot find module 'nowhere'"),
+], ids=["thrown", "callback", "not-exported", "syntax", "no-module"])
 def test_handler_errors_have_the_shape_lambda_reports(log, tmp_path, handler, error_type, message):
     function = _function(log, handler)
     try:
@@ -174,8 +178,9 @@ def test_a_short_locust_run_on_a_node_relay_gives_a_verdict(tmp_path):
     done = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", "6",
                            "-t", "15s", "--seed", "1", "--run-dir", str(run_dir), "--template",
                            "tests/fixtures/node_relay/template.yaml"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=240)
-    assert done.returncode in (0, 1) and "relay-harness: " in done.stderr, done.stderr[-3000:]
+                          timeout=110)
+    verdict = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("relay-harness: ")]
+    assert done.returncode in (0, 1) and verdict, done.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["verdict"] in ("pass", "fail", "inconclusive")
     health = next(c for c in results["checks"] if c["name"] == "health")

@@ -180,7 +180,7 @@ class NodeFunction:
                 if process.alive():
                     return process
                 self._live.discard(process)
-        config = {"root": str(self.spec.code_dir), "handler": self.spec.handler}
+        config = {"root": str(self.spec.code_dir.resolve()), "handler": self.spec.handler}
         process = _HostProcess(self.node, config, self.environment, self.spec.code_dir, self.spec.name, self.log)
         with self._lock:
             self._live.add(process)
