@@ -291,10 +291,12 @@ class LocalStack:
             return
         clock.install()
         self._clock_skewed = True
-        own_clock = sorted({*self.options.remote_functions, *(f.spec.name for f in self._node_functions)})
-        if own_clock:
-            print(f"relay-harness: clock_skew cannot skew Invoke-API (--function) or Node.js functions: "
-                  f"{', '.join(own_clock)} keep their own clock", file=sys.stderr)
+        if self.options.remote_functions:
+            print(f"relay-harness: clock_skew cannot skew Invoke-API functions (--function): "
+                  f"{', '.join(sorted(self.options.remote_functions))} keep their own clock", file=sys.stderr)
+        if self._node_functions:
+            print(f"relay-harness: clock_skew cannot skew Node.js functions: "
+                  f"{', '.join(f.spec.name for f in self._node_functions)} keep their own clock", file=sys.stderr)
 
     def _install_call_faults(self) -> None:
         """The store and management seams hook boto3's default session, from which the clients the
