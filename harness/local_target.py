@@ -256,9 +256,10 @@ class LocalTarget:
                                   "pids": [killed.pid, None]})
         if self._stopping.wait(float(rule.params.get("seconds") or 0.0)):
             return
-        ports = [str(urlsplit(self.stack[key]).port) for key in ("websocket", "http", "management")]
+        ports = [str(urlsplit(self.stack[key]).port) for key in ("websocket", "http", "management", "management_https")]
         name = f"stack-restart-{len(self.restarts)}"
         args = [*self._stack_args, "--port", ports[0], "--http-port", ports[1], "--management-port", ports[2],
+                "--management-https-port", ports[3],
                 "--faults-started-at", repr(origin)]
         with self._lock:
             if self._stopping.is_set():

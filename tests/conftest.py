@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness.stack.dynamodb import LocalDynamoDB
+from harness.stack.local_ca import LocalCA
 from harness.stack.management_api import ManagementApiServer, RecordingConnections
 from tests.relay_support import LocalRelay
 
@@ -17,21 +18,27 @@ def local_dynamodb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDy
 
 
 @pytest.fixture(scope="session")
-def management() -> Iterator[tuple[ManagementApiServer, RecordingConnections]]:
+def local_ca(tmp_path_factory) -> LocalCA:
+    return LocalCA(tmp_path_factory.mktemp("tls"), ("127.0.0.1",))
+
+
+@pytest.fixture(scope="session")
+def management(local_ca) -> Iterator[tuple[ManagementApiServer, RecordingConnections]]:
+    """``@connections`` over HTTPS, as the local stack serves it to the events' ``domainName``."""
     connections = RecordingConnections()
-    server = ManagementApiServer(connections).start()
+    server = ManagementApiServer(connections, tls=local_ca.server_context()).start()
     yield server, connections
     server.stop()
 
 
 @pytest.fixture
-def relay_factory(local_dynamodb, management, monkeypatch):
+def relay_factory(local_dynamodb, management, local_ca, monkeypatch):
     server, _ = management
 
     def make(**overrides: str) -> LocalRelay:
         connections = RecordingConnections()
         server.connections = connections
-        relay = LocalRelay(local_dynamodb, server, connections, overrides)
+        relay = LocalRelay(local_dynamodb, server, connections, local_ca, overrides)
         for key, value in relay.environment.items():
             monkeypatch.setenv(key, value)
         return relay

@@ -1,5 +1,7 @@
 """Runs the reference relay's handlers in-process against a real local DynamoDB (moto server)
-and a recording management API, the way the Lambda service would invoke them."""
+and a recording management API over HTTPS, the way the Lambda service would invoke them: the
+events' ``domainName`` and the template's ``WEBSOCKET_API_ENDPOINT`` both lead there, as in the
+local stack."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Any
 from harness.stack import dynamodb as local_ddb
 from harness.stack.deployment import deployment_context
 from harness.stack.events import http_event, schedule_event, stream_event, websocket_event
+from harness.stack.execute_api import localise_all
+from harness.stack.local_ca import LocalCA
 from harness.stack.management_api import ManagementApiServer, RecordingConnections
 from harness.stack.streams import StreamReader
 from harness.stack.template import Template, resolve, table_specs
@@ -30,9 +34,10 @@ class LocalRelay:
     """One freshly reset deployment of the reference relay: tables, rule, handlers."""
 
     def __init__(self, ddb: local_ddb.LocalDynamoDB, management: ManagementApiServer,
-                 connections: RecordingConnections, overrides: dict[str, str] | None = None) -> None:
+                 connections: RecordingConnections, ca: LocalCA, overrides: dict[str, str] | None = None) -> None:
         self.ddb = ddb
         self.connections = connections
+        self.domain = management.authority
         self.template = Template.load(TEMPLATE)
         self.context = deployment_context(self.template, parameters=overrides)
         ddb.reset()
@@ -47,10 +52,10 @@ class LocalRelay:
         self.rule_arn = self.events.put_rule(Name=self.rule_name, ScheduleExpression="rate(1 minute)",
                                              State="DISABLED")["RuleArn"]
         variables = self.template.function_properties("WebSocketFunction")["Environment"]["Variables"]
-        self.environment = {k: str(v) for k, v in resolve(variables, self.context, "Globals").items()}
+        resolved = {k: str(v) for k, v in resolve(variables, self.context, "Globals").items()}
+        self.environment = localise_all(resolved, {"WebSocketApi"}, "us-east-1", self.domain)
         self.environment.update({
-            "AWS_ENDPOINT_URL": ddb.endpoint,
-            "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": f"{management.endpoint}/{STAGE}",
+            "AWS_ENDPOINT_URL": ddb.endpoint, "AWS_CA_BUNDLE": str(ca.bundle_file),
             "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
         })
@@ -62,8 +67,7 @@ class LocalRelay:
 
     # ---- the WebSocket API -------------------------------------------------------------------
     def ws(self, route: str, conn_id: str, **kwargs: Any) -> dict[str, Any]:
-        event = websocket_event(route, conn_id, domain="local.execute-api.us-east-1.amazonaws.com",
-                                stage=STAGE, **kwargs)
+        event = websocket_event(route, conn_id, domain=self.domain, stage=STAGE, **kwargs)
         return self.function("WebSocketFunction")(event, None)
 
     def connect(self, **query: str) -> tuple[str, dict[str, Any]]:

@@ -33,6 +33,7 @@ outside any invocation (the harness's own) are never touched.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -95,14 +96,17 @@ class CallFaults:
     def __init__(self, plan: FaultPlan, tables: dict[str, str] | None = None,
                  hook_id: str = "relay-harness-call-faults") -> None:
         """``tables``: logical id -> table name, so rules may match either; ``hook_id`` names the
-        botocore registrations (two CallFaults on one session need two names)."""
+        botocore registrations (two CallFaults on one session need two names). The requests this
+        seam sends on a client's behalf (``latency`` after, ``commit_then_timeout``) verify HTTPS as
+        that client does by default: with ``AWS_CA_BUNDLE`` when set (the local stack sets it for
+        its HTTPS ``@connections``), else botocore's roots."""
         self.plan = plan
         self.hook_id = hook_id
         self.logical = {name: logical for logical, name in (tables or {}).items()}
         self._thread = threading.local()
         self._committed: dict[str, tuple[float, int, bytes]] = {}  # ClientRequestToken -> (t, status, body)
         self._lock = threading.Lock()
-        self._http = URLLib3Session()
+        self._http = URLLib3Session(verify=os.environ.get("AWS_CA_BUNDLE") or True)
         self._events: Any = None
 
     def install(self, events: Any) -> None:

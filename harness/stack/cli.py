@@ -74,6 +74,8 @@ def add_parser(sub: Any) -> None:
     up.add_argument("--port", type=_PORT, default=0, help="WebSocket API port (default: a free one)")
     up.add_argument("--http-port", type=_PORT, default=0, help="HTTP API port (default: a free one)")
     up.add_argument("--management-port", type=_PORT, default=0, help="@connections API port (default: a free one)")
+    up.add_argument("--management-https-port", type=_PORT, default=0,
+                    help="@connections over HTTPS, the port of the events' domainName (default: a free one)")
     up.add_argument("--dynamodb-port", type=_PORT, default=0, help="local DynamoDB port (default: a free one)")
     up.add_argument("--dynamodb-endpoint", help="use this DynamoDB (e.g. one `relay-harness dynamodb` runs, so "
                                                 "the data outlives this process) instead of starting one")
@@ -127,7 +129,8 @@ def run_up(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
     options = StackOptions(
         template=args.template, host=args.host, websocket_port=args.port, http_port=args.http_port,
-        management_port=args.management_port, dynamodb_port=args.dynamodb_port,
+        management_port=args.management_port, management_https_port=args.management_https_port,
+        dynamodb_port=args.dynamodb_port,
         dynamodb_endpoint=args.dynamodb_endpoint, stack_name=args.stack_name,
         parameters=_pairs(args.parameter, "--parameter"), remote_functions=_pairs(args.function, "--function"),
         log_dir=args.log_dir, echo=None if args.quiet else sys.stderr, ttl_delay=args.ttl_delay,

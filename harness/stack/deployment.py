@@ -42,6 +42,7 @@ class Deployment:
     stage: str
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
     selection_expression: str = "$request.body.action"
+    websocket_apis: set[str] = field(default_factory=set)  # the WEBSOCKET APIs' Ref values
     websocket_routes: dict[str, str] = field(default_factory=dict)
     http_routes: list[tuple[str, str, str]] = field(default_factory=list)
     streams: list[StreamSource] = field(default_factory=list)
@@ -79,12 +80,13 @@ def _function_spec(template: Template, logical_id: str, context: Context) -> Fun
         raise TemplateError(f"{logical_id}: CodeUri must be a local folder to run locally, not {code_uri!r}")
     handler = props.get("Handler")
     if not handler:
-        raise TemplateError(f"{logical_id}: no Handler; the local runtime runs Python handlers by import")
+        raise TemplateError(f"{logical_id}: no Handler; the local runtime runs handlers named by Handler")
     variables = (props.get("Environment") or {}).get("Variables") or {}
     return FunctionSpec(
         logical_id=logical_id, name=logical_id, handler=handler, code_dir=(template.path.parent / code_uri).resolve(),
         environment={k: str(v) for k, v in variables.items() if v is not None},
         timeout=float(props.get("Timeout", 3)), memory_mb=int(props.get("MemorySize", 128)),
+        runtime=str(props.get("Runtime") or ""),
         layer_dirs=tuple(_layer_dir(template, str(layer), context, logical_id) for layer in props.get("Layers") or []
                          if str(layer) in template.of_type("AWS::Serverless::LayerVersion", context)))
 
@@ -118,6 +120,7 @@ def load_deployment(template: Template, context: Context) -> Deployment:
     for name in websocket_apis:
         props = template.resources[name]["Properties"]
         deployment.selection_expression = props.get("RouteSelectionExpression", "$request.body.action")
+        deployment.websocket_apis.add(str(context.references.get(name, name)))
     integrations = template.of_type("AWS::ApiGatewayV2::Integration", context)
     for name, route in template.of_type("AWS::ApiGatewayV2::Route", context).items():
         props = resolve(route.get("Properties", {}), context, name)

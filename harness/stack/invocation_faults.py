@@ -9,7 +9,8 @@ plan for a rule matching the function, the event's source (``websocket``, ``http
   (the event source retries the batch; a route answers AWS's internal-error frame);
 - ``timeout``: reported timed out after ``after_ms``; from then on the handler's AWS calls are
   refused (Lambda freezes it), so exactly its work up to that point happened. Honoured part-way by
-  in-process functions; an Invoke-API function runs to its end and is then reported timed out;
+  in-process functions, exactly by Node.js functions (their process is killed at the cut); an
+  Invoke-API function runs to its end and is then reported timed out;
 - ``latency`` / ``cold_start``: the handler starts ``ms`` (+ seeded jitter) late;
 - ``throttle``: ``TooManyRequestsException`` without running the handler (event sources retry it).
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -17,10 +19,14 @@ from . import clock
 from . import dynamodb as local_ddb
 from .call_faults import CallFaults
 from .deployment import Deployment, deployment_context, load_deployment
+from .execute_api import localise_all
 from .http_api import HttpApiServer, HttpRoute
 from .invocation_faults import EventIdentities, FaultyFunction
+from .local_ca import LocalCA
 from .logs import StackLog, route_function_output
 from .management_api import ManagementApiServer
+from .node_runtime import NodeFunction
+from .npm_install import NpmError, install_dependencies
 from .runtime import Function, FunctionSpec, InProcessFunction, RemoteFunction
 from .schedules import Scheduler, ScheduleSpec
 from .stream_source import StreamCheckpoints, StreamEventSource, StreamMapping, write_json_atomic
@@ -45,6 +51,7 @@ class StackOptions:
     websocket_port: int = 0
     http_port: int = 0
     management_port: int = 0
+    management_https_port: int = 0  # @connections over HTTPS: https://{event domainName}/{stage}
     dynamodb_port: int = 0
     dynamodb_endpoint: str | None = None
     stack_name: str = "local"
@@ -61,6 +68,32 @@ class StackOptions:
     # and the file where the stream event sources keep their positions (see StreamCheckpoints).
     faults_started_at: float | None = None
     stream_checkpoints: Path | None = None
+
+
+def runtime_family(spec: FunctionSpec) -> str:
+    """``python`` (also when the template names no Runtime) or ``node``; any other Runtime is refused
+    (the identifiers are Lambda's: https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html)."""
+    if not spec.runtime or spec.runtime.startswith("python"):
+        return "python"
+    if spec.runtime.startswith("nodejs"):
+        return "node"
+    raise StackError(f"{spec.logical_id}: Runtime {spec.runtime} cannot run on the local stack (it runs python3.x "
+                     f"and nodejs* functions); serve it over the Lambda Invoke API with --function "
+                     f"{spec.logical_id}=URL")
+
+
+def _node_for(specs: list[FunctionSpec]) -> str | None:
+    """The node executable for the ``nodejs*`` functions among ``specs``, or None if there are none."""
+    node_specs = [s for s in specs if runtime_family(s) == "node"]
+    if not node_specs:
+        return None
+    node = shutil.which("node")
+    if node is None:
+        spec = node_specs[0]
+        raise StackError(f"{spec.logical_id}: Runtime {spec.runtime} needs node on PATH, which has none: install "
+                         f"Node.js (Debian/Ubuntu: apt-get install nodejs npm) or serve it with --function "
+                         f"{spec.logical_id}=URL")
+    return node
 
 
 def _shared_environment(specs: list[FunctionSpec], base: dict[str, str]) -> dict[str, str]:
@@ -85,11 +118,17 @@ class LocalStack:
         self.dynamodb: local_ddb.LocalDynamoDB | None = None
         self.dynamodb_endpoint = ""
         self.management: ManagementApiServer | None = None
+        self.management_https: ManagementApiServer | None = None
+        self.local_ca: LocalCA | None = None
+        self._temporary_tls_dir: Path | None = None  # removed on stop (no --log-dir to keep it in)
+        self.base_environment: dict[str, str] = {}  # what every function gets from the stack
         self.gateway: WebSocketGateway | None = None
         self.http: HttpApiServer | None = None
         self.sources: list[StreamEventSource] = []
         self.scheduler: Scheduler | None = None
         self.functions: dict[str, Function] = {}
+        self._node_functions: list[NodeFunction] = []
+        self._node: str | None = None  # the node executable, when the template has nodejs* functions
         self.deployment: Deployment | None = None
         self._saved_environment: dict[str, str | None] = {}
         self.tables: dict[str, str] = {}  # logical id -> table name
@@ -109,6 +148,7 @@ class LocalStack:
     def _start(self) -> None:
         options = self.options
         template = Template.load(options.template)
+        self._node = self._check_runtimes(template)
         self._start_dynamodb()
         client = local_ddb.client(self.dynamodb_endpoint)
         stream_arns = self._ensure_tables(template, client)
@@ -120,18 +160,35 @@ class LocalStack:
             raise StackError(f"--function names {', '.join(sorted(unknown))}, which the template does not define "
                              f"(functions: {', '.join(sorted(deployment.functions))})")
 
-        self.management = ManagementApiServer(_NoConnections(), options.host, options.management_port).start()
+        self._start_management()
         self._make_functions(deployment)
         self._install_clock_skew()
         routes = {key: self.functions[name] for key, name in deployment.websocket_routes.items()}
+        assert self.management_https is not None
         self.gateway = WebSocketGateway(routes, deployment.selection_expression, stage=deployment.stage,
-                                        log=self.log, quotas=options.quotas).start(options.host, options.websocket_port)
-        self.management.connections = self.gateway
+                                        log=self.log, quotas=options.quotas,
+                                        callback_domain=self.management_https.authority
+                                        ).start(options.host, options.websocket_port)
+        self.management.connections = self.management_https.connections = self.gateway
         http_routes = [HttpRoute(method, path, self.functions[name]) for method, path, name in deployment.http_routes]
         self.http = HttpApiServer(http_routes, deployment.stage, self.log, options.host, options.http_port).start()
         self._install_call_faults()
         self._start_event_sources(deployment)
         self.log.line("stack", f"up: {json.dumps(self.endpoints)}")
+
+    def _start_management(self) -> None:
+        """``@connections`` twice: plain HTTP (``AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI``) and HTTPS
+        with a certificate of the stack's own CA (the events' ``domainName``, the template's
+        execute-api URLs); the CA's files go to ``--log-dir``/tls, else to a folder removed on stop."""
+        options = self.options
+        self.management = ManagementApiServer(_NoConnections(), options.host, options.management_port).start()
+        if options.log_dir:
+            folder = options.log_dir / "tls"
+        else:
+            folder = self._temporary_tls_dir = Path(tempfile.mkdtemp(prefix="relay-stack-tls-"))
+        self.local_ca = LocalCA(folder, ("localhost", "127.0.0.1", "::1", options.host))
+        self.management_https = ManagementApiServer(_NoConnections(), options.host, options.management_https_port,
+                                                    tls=self.local_ca.server_context()).start()
 
     def _start_dynamodb(self) -> None:
         options = self.options
@@ -162,16 +219,34 @@ class LocalStack:
                 arns[spec.name] = arn
         return arns
 
+    def _template_environment(self, spec: FunctionSpec) -> dict[str, str]:
+        """The template's variables of one function, its execute-api URLs pointed here (``execute_api``)."""
+        assert self.deployment is not None and self.management_https is not None
+        return localise_all(spec.environment, self.deployment.websocket_apis, _REGION,
+                            self.management_https.authority)
+
+    def function_environment(self, logical_id: str) -> dict[str, str]:
+        """Every variable function ``logical_id`` runs with, wherever it runs: the template's
+        (``_template_environment``) and the stack's (``base_environment``, which win)."""
+        assert self.deployment is not None
+        return {**self._template_environment(self.deployment.functions[logical_id]), **self.base_environment}
+
     def _make_functions(self, deployment: Deployment) -> None:
-        assert self.management is not None
-        base = {
+        assert self.management is not None and self.local_ca is not None
+        self.base_environment = base = {
             "AWS_ENDPOINT_URL": self.dynamodb_endpoint,
             "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": f"{self.management.endpoint}/{deployment.stage}",
             "AWS_REGION": _REGION, "AWS_DEFAULT_REGION": _REGION,
             "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+            # Trust in the HTTPS @connections listener (local_ca): botocore's roots plus the stack's CA.
+            "AWS_CA_BUNDLE": str(self.local_ca.bundle_file), "NODE_EXTRA_CA_CERTS": str(self.local_ca.ca_file),
         }
-        local_specs = [s for name, s in deployment.functions.items() if name not in self.options.remote_functions]
-        environment = _shared_environment(local_specs, base)
+        specs = {name: replace(spec, environment=self._template_environment(spec))
+                 for name, spec in deployment.functions.items()}
+        local_specs = [s for name, s in specs.items() if name not in self.options.remote_functions]
+        node = self._node
+        self._install_npm_dependencies([s for s in local_specs if runtime_family(s) == "node"])
+        environment = _shared_environment([s for s in local_specs if runtime_family(s) == "python"], base)
         for key in (*environment, "AWS_PROFILE", "AWS_SESSION_TOKEN"):
             self._saved_environment.setdefault(key, os.environ.get(key))
         os.environ.update(environment)
@@ -179,15 +254,35 @@ class LocalStack:
             os.environ.pop(key, None)
         route_function_output(self.log)
         identities = EventIdentities()
-        for name, spec in deployment.functions.items():
+        for name, spec in specs.items():
             function: Function
             if name in self.options.remote_functions:
                 function = RemoteFunction(spec, self.options.remote_functions[name], self.log)
+            elif runtime_family(spec) == "node":
+                assert node is not None
+                function = NodeFunction(spec, self.log, node, base, self.options.concurrency, _REGION)
+                self._node_functions.append(function)
             else:
                 function = InProcessFunction(spec, self.log, self.options.concurrency, _REGION)
             if self.options.faults is not None:
                 function = FaultyFunction(function, self.options.faults, self.log, identities)
             self.functions[name] = function
+
+    def _check_runtimes(self, template: Template) -> str | None:
+        """Refuse, before anything starts, a Runtime the stack cannot run; the node executable if needed."""
+        bare = deployment_context(template, stack_name=self.options.stack_name, parameters=self.options.parameters)
+        functions = load_deployment(template, bare).functions
+        return _node_for([spec for name, spec in functions.items() if name not in self.options.remote_functions])
+
+    def _install_npm_dependencies(self, specs: list[FunctionSpec]) -> None:
+        """Each Node function folder with a package.json and no node_modules, once, as ``sam build`` would."""
+        npm = shutil.which("npm")
+        for folder in dict.fromkeys(spec.code_dir for spec in specs):
+            try:
+                if install_dependencies(folder, npm, lambda line: print(f"relay-harness: {line}", file=sys.stderr)):
+                    self.log.line("stack", f"installed the npm dependencies of {folder}")
+            except NpmError as exc:
+                raise StackError(str(exc)) from None
 
     def _install_clock_skew(self) -> None:
         """The process seam's ``clock_skew`` patches the clock readings (harness/stack/clock.py) only when
@@ -200,6 +295,9 @@ class LocalStack:
         if self.options.remote_functions:
             print(f"relay-harness: clock_skew cannot skew Invoke-API functions (--function): "
                   f"{', '.join(sorted(self.options.remote_functions))} keep their own clock", file=sys.stderr)
+        if self._node_functions:
+            print(f"relay-harness: clock_skew cannot skew Node.js functions: "
+                  f"{', '.join(f.spec.name for f in self._node_functions)} keep their own clock", file=sys.stderr)
 
     def _install_call_faults(self) -> None:
         """The store and management seams hook boto3's default session, from which the clients the
@@ -209,6 +307,9 @@ class LocalStack:
         if plan is None:
             return
         hooked = plan.live or plan.has("store") or plan.has("management") or plan.has("invocation", "timeout")
+        if (hooked or plan.has("process", "store_outage")) and self._node_functions:
+            print(f"relay-harness: the store and management seams hook boto3; the AWS calls of Node.js functions "
+                  f"({', '.join(f.spec.name for f in self._node_functions)}) do not pass them", file=sys.stderr)
         if hooked or plan.has("process", "store_outage"):
             if boto3.DEFAULT_SESSION is None:
                 boto3.setup_default_session()
@@ -295,8 +396,13 @@ class LocalStack:
             self.gateway.stop()
         if self.management:
             self.management.stop()
+        if self.management_https:
+            self.management_https.stop()
+        if self._temporary_tls_dir is not None:
+            shutil.rmtree(self._temporary_tls_dir, ignore_errors=True)
+            self._temporary_tls_dir = None
         for function in self.functions.values():
-            if isinstance(function, InProcessFunction | FaultyFunction):
+            if isinstance(function, InProcessFunction | NodeFunction | FaultyFunction):
                 function.close()
         if self.dynamodb:
             self.dynamodb.stop()
@@ -309,6 +415,7 @@ class LocalStack:
         self._saved_environment = {}
         self.scheduler, self.sources, self.http, self.gateway, self.management, self.dynamodb = (
             None, [], None, None, None, None)
+        self.management_https = None
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -319,12 +426,16 @@ class LocalStack:
     # ---- what clients need ----------------------------------------------------------------
     @property
     def endpoints(self) -> dict[str, Any]:
-        assert self.gateway and self.http and self.management and self.deployment
+        assert self.gateway and self.http and self.management and self.management_https and self.deployment
+        assert self.local_ca is not None
         stage = self.deployment.stage
         return {
             "websocket": f"{self.gateway.endpoint}/{stage}",
             "http": f"{self.http.endpoint}/{stage}",
             "management": f"{self.management.endpoint}/{stage}",
+            "management_https": f"{self.management_https.endpoint}/{stage}",
+            "ca_bundle": str(self.local_ca.bundle_file),
+            "local_ca": str(self.local_ca.ca_file),
             "dynamodb": self.dynamodb_endpoint,
             "stage": stage,
             "tables": self.tables,

@@ -59,7 +59,9 @@ class StackLog:
         if error:
             summary = f"{error.get('errorType')}: {error.get('errorMessage', '')}".strip()
             self.function_line(invocation.function, invocation.request_id, f"ERROR {summary}")
-            for trace_line in "".join(error.get("stackTrace") or []).splitlines():
+            # Python's runtime reports stackTrace (lines ending in newlines), Node's reports trace (bare lines).
+            trace = "".join(error.get("stackTrace") or []) or "\n".join(error.get("trace") or [])
+            for trace_line in trace.splitlines():
                 self.function_line(invocation.function, invocation.request_id, trace_line)
         self.function_line(invocation.function, invocation.request_id, f"END RequestId: {invocation.request_id}")
         self.function_line(invocation.function, invocation.request_id,

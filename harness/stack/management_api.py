@@ -2,13 +2,15 @@
 
 The HTTP layer only; what a connection is lives behind the ``Connections`` interface, which the
 local WebSocket gateway implements for real sockets and ``RecordingConnections`` implements for
-tests. Answers as API Gateway does: 410 GoneException for an unknown or closed connection, 413
-PayloadTooLargeException over 128 KB.
+tests. It listens over plain HTTP, or over HTTPS with the stack's local CA (the endpoint the
+events' ``domainName`` names). Answers as API Gateway does: 410 GoneException for an unknown or
+closed connection, 413 PayloadTooLargeException over 128 KB.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -113,8 +115,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ManagementApiServer(LoopbackHTTPServer):
-    def __init__(self, connections: Connections, host: str = "127.0.0.1", port: int = 0) -> None:
-        super().__init__(_Handler, host, port, "management API")
+    def __init__(self, connections: Connections, host: str = "127.0.0.1", port: int = 0,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """Over HTTPS with ``tls`` (see ``local_ca``): the endpoint ``https://{domainName}/{stage}``."""
+        super().__init__(_Handler, host, port, "management API (HTTPS)" if tls else "management API", tls=tls)
         self.connections = connections
 
 

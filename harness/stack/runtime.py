@@ -57,6 +57,7 @@ class FunctionSpec:
     timeout: float = 3.0
     memory_mb: int = 128
     layer_dirs: tuple[Path, ...] = ()  # each layer's python/ folder, after code_dir on the import path
+    runtime: str = ""  # the template's Runtime (python3.12, nodejs20.x, ...); "" when it names none
 
 
 @dataclass

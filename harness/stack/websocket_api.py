@@ -76,8 +76,12 @@ def select_route(expression: str, body: str | bytes, routes: dict[str, Function]
 
 class WebSocketGateway:
     def __init__(self, routes: dict[str, Function], selection_expression: str, *, stage: str, log: StackLog,
-                 quotas: Quotas | None = None, api_id: str = "local") -> None:
+                 quotas: Quotas | None = None, api_id: str = "local", callback_domain: str | None = None) -> None:
+        """``callback_domain``: the events' ``requestContext.domainName``, where
+        ``https://{domainName}/{stage}`` reaches ``@connections`` (on AWS one execute-api host serves
+        both; here the HTTPS management listener's ``host:port``). Default: this socket's own."""
         self.routes = routes
+        self.callback_domain = callback_domain
         self.selection_expression = selection_expression
         self.stage = stage
         self.api_id = api_id
@@ -99,7 +103,9 @@ class WebSocketGateway:
 
     @property
     def domain(self) -> str:
-        return f"{self.host}:{self.port}"
+        if self.callback_domain:
+            return self.callback_domain
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> WebSocketGateway:
         self._runner = LoopThread("websocket-api")

@@ -1,6 +1,7 @@
 """boto3 clients, configured only by boto3's standard settings and cached per warm instance.
 
-Endpoints (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_<SERVICE>``), region and retry behaviour
+Endpoints (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_<SERVICE>``; the management API's comes from
+the event or the template, as on AWS), region, trust (``AWS_CA_BUNDLE``) and retry behaviour
 (``AWS_RETRY_MODE``, ``AWS_MAX_ATTEMPTS``; the template sets standard mode, 5 attempts) all come
 from the environment, so the same code talks to AWS or to local servers.
 """
@@ -14,7 +15,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS")
+_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS",
+             "AWS_CA_BUNDLE")
 _CONFIG = Config(connect_timeout=3, read_timeout=10)
 
 

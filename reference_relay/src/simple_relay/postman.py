@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from . import clients
 from .messages import Message, encode
-
-_ENDPOINT_ENV = "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"
 
 
 class DeliveryFailed(Exception):
@@ -24,10 +21,9 @@ def endpoint_from_event(event: dict[str, Any]) -> str:
 
 class Postman:
     def __init__(self, endpoint: str) -> None:
-        # The standard boto3 setting, when present, wins over the endpoint the event implies
-        # (it is how the local stack points the relay at itself).
-        configured = os.environ.get(_ENDPOINT_ENV)
-        self.client = clients.client("apigatewaymanagementapi", None if configured else endpoint)
+        """``endpoint``: ``https://{domainName}/{stage}``, from the event (``endpoint_from_event``) or
+        the template (``WEBSOCKET_API_ENDPOINT``), as API Gateway's documentation builds it."""
+        self.client = clients.client("apigatewaymanagementapi", endpoint)
 
     def send(self, conn_id: str, messages: list[Message]) -> bool:
         """True once API Gateway took the frame; False if the socket is gone (410)."""
