@@ -6,6 +6,7 @@ tests/fixtures/endpoint_functions, written as AWS's samples are."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import threading
@@ -15,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from harness.faults.log import FaultLog
 from harness.faults.plan import FaultPlan, parse_rule
 from harness.stack.execute_api import localise
+from harness.stack.local_ca import LocalCA, TrustError
 from harness.stack.local_stack import LocalStack, StackOptions
 from tests.stack_support import Client, log_lines
 
@@ -28,7 +31,9 @@ TEMPLATE = Path(__file__).parent / "fixtures" / "endpoint_template.yaml"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("endpoints")
+    node_extra_before = os.environ.get("NODE_EXTRA_CA_CERTS")  # this machine's shell may set it
     with LocalStack(StackOptions(template=TEMPLATE, log_dir=tmp)) as running:
+        running.node_extra_before = Path(node_extra_before).read_text() if node_extra_before else ""
         yield running
 
 
@@ -48,9 +53,11 @@ def test_the_events_endpoint_is_the_https_management_api(stack):
     # The functions trust the stack's CA through the variables it hands them; nothing else does.
     environment = stack.function_environment("RelayFunction")
     assert environment["AWS_CA_BUNDLE"] == endpoints["ca_bundle"]
-    assert environment["NODE_EXTRA_CA_CERTS"] == endpoints["local_ca"]
-    bundle = Path(endpoints["ca_bundle"]).read_text()
-    assert Path(endpoints["local_ca"]).read_text() in bundle and bundle.count("BEGIN CERTIFICATE") > 50
+    bundle, node = Path(endpoints["ca_bundle"]).read_text(), Path(environment["NODE_EXTRA_CA_CERTS"]).read_text()
+    ca = Path(endpoints["local_ca"]).read_text()
+    assert bundle.endswith(ca) and bundle.count("BEGIN CERTIFICATE") > 50  # the roots trusted before, kept
+    assert node.startswith(stack.node_extra_before) and node.endswith(ca)
+    assert node.count("BEGIN CERTIFICATE") == stack.node_extra_before.count("BEGIN CERTIFICATE") + 1
     trusting = ssl.create_default_context(cafile=endpoints["local_ca"])
     with pytest.raises(urllib.error.HTTPError) as gone:  # TLS verified, then API Gateway's 410
         urllib.request.urlopen(f"{endpoints['management_https']}/@connections/nobody", context=trusting, timeout=5)
@@ -81,6 +88,20 @@ def test_template_derived_endpoints_are_this_stacks_and_others_are_left_alone(st
 ])
 def test_only_whole_execute_api_urls_of_the_templates_api_are_localised(value, expected):
     assert localise(value, {"RelayApi"}, "us-east-1", "127.0.0.1:9") == (expected or value)
+
+
+def test_the_bundles_keep_what_the_environment_trusted_and_an_unreadable_one_is_one_line(tmp_path):
+    corporate = tmp_path / "corporate.pem"
+    corporate.write_text(trustme.CA().cert_pem.bytes().decode())
+    ca = LocalCA(tmp_path / "tls", ("127.0.0.1",), {"AWS_CA_BUNDLE": str(corporate),
+                                                    "NODE_EXTRA_CA_CERTS": str(corporate)})
+    for made in (ca.bundle_file, ca.node_file):
+        text = made.read_text()
+        assert text.startswith(corporate.read_text()) and text.endswith(ca.ca_file.read_text())
+        assert text.count("BEGIN CERTIFICATE") == 2
+    with pytest.raises(TrustError, match=r"^AWS_CA_BUNDLE names \S+nowhere.pem, which cannot be read \(.*\); "
+                                         r"fix or unset it$"):
+        LocalCA(tmp_path / "tls", ("127.0.0.1",), {"AWS_CA_BUNDLE": str(tmp_path / "nowhere.pem")})
 
 
 class _Listener:

@@ -22,7 +22,7 @@ from .deployment import Deployment, deployment_context, load_deployment
 from .execute_api import localise_all
 from .http_api import HttpApiServer, HttpRoute
 from .invocation_faults import EventIdentities, FaultyFunction
-from .local_ca import LocalCA
+from .local_ca import LocalCA, TrustError
 from .logs import StackLog, route_function_output
 from .management_api import ManagementApiServer
 from .node_runtime import NodeFunction
@@ -186,7 +186,10 @@ class LocalStack:
             folder = options.log_dir / "tls"
         else:
             folder = self._temporary_tls_dir = Path(tempfile.mkdtemp(prefix="relay-stack-tls-"))
-        self.local_ca = LocalCA(folder, ("localhost", "127.0.0.1", "::1", options.host))
+        try:
+            self.local_ca = LocalCA(folder, ("localhost", "127.0.0.1", "::1", options.host), os.environ)
+        except TrustError as exc:
+            raise StackError(str(exc)) from None
         self.management_https = ManagementApiServer(_NoConnections(), options.host, options.management_https_port,
                                                     tls=self.local_ca.server_context()).start()
 
@@ -238,8 +241,8 @@ class LocalStack:
             "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": f"{self.management.endpoint}/{deployment.stage}",
             "AWS_REGION": _REGION, "AWS_DEFAULT_REGION": _REGION,
             "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-            # Trust in the HTTPS @connections listener (local_ca): botocore's roots plus the stack's CA.
-            "AWS_CA_BUNDLE": str(self.local_ca.bundle_file), "NODE_EXTRA_CA_CERTS": str(self.local_ca.ca_file),
+            # Trust in the HTTPS @connections listener (local_ca): the roots trusted so far plus the stack's CA.
+            "AWS_CA_BUNDLE": str(self.local_ca.bundle_file), "NODE_EXTRA_CA_CERTS": str(self.local_ca.node_file),
         }
         specs = {name: replace(spec, environment=self._template_environment(spec))
                  for name, spec in deployment.functions.items()}
