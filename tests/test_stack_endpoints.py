@@ -85,6 +85,9 @@ def test_template_derived_endpoints_are_this_stacks_and_others_are_left_alone(st
     ("wss://RelayApi.execute-api.us-east-1.amazonaws.com/live", None),  # the clients' URL, not @connections
     ("url=https://RelayApi.execute-api.us-east-1.amazonaws.com/live", None),  # not the whole value
     ("https://example.invalid/live", None),
+    # the original Simple Relay's WS_APIGW_ENDPOINT: no scheme (aws-sdk v2 adds https://)
+    ("RelayApi.execute-api.us-east-1.amazonaws.com/Prod", "127.0.0.1:9/Prod"),
+    ("a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/Prod", None),
 ])
 def test_only_whole_execute_api_urls_of_the_templates_api_are_localised(value, expected):
     assert localise(value, {"RelayApi"}, "us-east-1", "127.0.0.1:9") == (expected or value)

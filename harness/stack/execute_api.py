@@ -6,8 +6,11 @@ AWS documents it: ``!Sub https://${WebSocketApi}.execute-api.${AWS::Region}.amaz
 host does not exist. A variable whose whole value, once resolved, is an ``https://`` URL on the
 default execute-api host of a WebSocket API *of this template*, in the stack's region, gets the
 local HTTPS ``@connections`` listener's ``host:port`` instead, path kept
-(``https://127.0.0.1:PORT/production``). That is what the value means in this deployment, as
-CloudFormation would resolve it to the deployed API's host on AWS.
+(``https://127.0.0.1:PORT/production``). The same URL without its scheme
+(``${WebSocketApi}.execute-api.${AWS::Region}.amazonaws.com/${Stage}``, as the original Simple
+Relay passes it: aws-sdk v2 takes an endpoint without a scheme as ``https://``) keeps having none.
+That is what the value means in this deployment, as CloudFormation would resolve it to the
+deployed API's host on AWS.
 
 Nothing else is touched: a URL naming another API id (a literal one), another host, or a value
 with more around the URL is used as written, so it fails here as it would on AWS instead of being
@@ -21,7 +24,7 @@ from __future__ import annotations
 import re
 
 _EXECUTE_API_URL = re.compile(
-    r"https://(?P<api>[A-Za-z0-9-]+)\.execute-api\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<path>/\S*)?")
+    r"(?P<scheme>https://)?(?P<api>[A-Za-z0-9-]+)\.execute-api\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<path>/\S*)?")
 
 
 def localise(value: str, apis: set[str], region: str, authority: str) -> str:
@@ -30,7 +33,7 @@ def localise(value: str, apis: set[str], region: str, authority: str) -> str:
     found = _EXECUTE_API_URL.fullmatch(value)
     if found is None or found["api"] not in apis or found["region"] != region:
         return value
-    return f"https://{authority}{found['path'] or ''}"
+    return f"{found['scheme'] or ''}{authority}{found['path'] or ''}"
 
 
 def localise_all(variables: dict[str, str], apis: set[str], region: str, authority: str) -> dict[str, str]:
