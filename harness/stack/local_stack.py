@@ -125,7 +125,8 @@ class LocalStack:
         self._install_clock_skew()
         routes = {key: self.functions[name] for key, name in deployment.websocket_routes.items()}
         self.gateway = WebSocketGateway(routes, deployment.selection_expression, stage=deployment.stage,
-                                        log=self.log, quotas=options.quotas).start(options.host, options.websocket_port)
+                                        log=self.log, quotas=options.quotas,
+                                        concurrency=options.concurrency).start(options.host, options.websocket_port)
         self.management.connections = self.gateway
         http_routes = [HttpRoute(method, path, self.functions[name]) for method, path, name in deployment.http_routes]
         self.http = HttpApiServer(http_routes, deployment.stage, self.log, options.host, options.http_port).start()
