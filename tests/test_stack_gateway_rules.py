@@ -196,9 +196,9 @@ def test_idle_sockets_close_after_the_idle_timeout_unless_posted_to_and_all_at_t
     gateway = WebSocketGateway({}, "$request.body.action", stage="test", log=StackLog(),
                                quotas=Quotas(idle_timeout=0.4, max_connection_duration=1.2)).start()
     try:
+        opened = time.monotonic()  # before the gateway starts either socket's clocks
         idle = websocket.create_connection(gateway.endpoint, timeout=10)
         posted = websocket.create_connection(gateway.endpoint, timeout=10)
-        opened = time.monotonic()
         [_, posted_id] = wait_until(lambda: len(gateway.connection_ids()) == 2 and gateway.connection_ids(),
                                     what="2 open sockets")
         idle_closed: list[tuple[int, float]] = []
