@@ -93,7 +93,10 @@ def add_parser(sub: Any) -> None:
     up.add_argument("--max-connection-duration", type=_POSITIVE_SECONDS, default=7200.0,
                     help="seconds (API Gateway: 7200)")
     up.add_argument("--max-message-bytes", type=_POSITIVE_INT, default=128 * 1024, help="bytes (API Gateway: 131072)")
-    up.add_argument("--concurrency", type=_POSITIVE_INT, default=16, help="concurrent invocations per function")
+    up.add_argument("--max-frame-bytes", type=_POSITIVE_INT, default=32 * 1024,
+                    help="bytes per WebSocket frame, both ways (API Gateway: 32768)")
+    up.add_argument("--concurrency", type=_POSITIVE_INT, default=16,
+                    help="concurrent invocations per function (more WebSocket messages wait in the gateway)")
     up.add_argument("--quiet", action="store_true", help="do not echo the stack log to stderr")
     up.add_argument("--profile", help="chaos profile (NAME or FILE.toml) whose invocation, store and management "
                                       "faults to inject")
@@ -135,7 +138,8 @@ def run_up(args: argparse.Namespace) -> int:
         parameters=_pairs(args.parameter, "--parameter"), remote_functions=_pairs(args.function, "--function"),
         log_dir=args.log_dir, echo=None if args.quiet else sys.stderr, ttl_delay=args.ttl_delay,
         schedule_interval=args.schedule_interval, concurrency=args.concurrency,
-        quotas=Quotas(args.max_message_bytes, args.idle_timeout, args.max_connection_duration), faults=faults,
+        quotas=Quotas(args.max_message_bytes, args.idle_timeout, args.max_connection_duration,
+                      args.max_frame_bytes), faults=faults,
         faults_started_at=args.faults_started_at, stream_checkpoints=args.stream_checkpoints)
     stack = LocalStack(options)
     try:

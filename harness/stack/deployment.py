@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import websocket_template
 from .runtime import FunctionSpec
 from .template import Context, Template, TemplateError, resolve, table_specs
 
@@ -119,17 +120,23 @@ def load_deployment(template: Template, context: Context) -> Deployment:
                       if r.get("Properties", {}).get("ProtocolType") == "WEBSOCKET"}
     for name in websocket_apis:
         props = template.resources[name]["Properties"]
+        websocket_template.check_api(name, props)
         deployment.selection_expression = props.get("RouteSelectionExpression", "$request.body.action")
         deployment.websocket_apis.add(str(context.references.get(name, name)))
+    for name, resource in template.present(context).items():
+        if resolve(resource.get("Properties", {}).get("ApiId"), context, name) in websocket_apis:
+            websocket_template.check_resource(name, str(resource.get("Type")))
     integrations = template.of_type("AWS::ApiGatewayV2::Integration", context)
     for name, route in template.of_type("AWS::ApiGatewayV2::Route", context).items():
         props = resolve(route.get("Properties", {}), context, name)
         if props.get("ApiId") not in websocket_apis:
             continue
+        websocket_template.check_route(name, props)
         target = str(props.get("Target", ""))
         integration = target.removeprefix("integrations/")
         if integration not in integrations:
             raise TemplateError(f"{name}: Target {target!r} is not an integration of this template")
+        websocket_template.check_integration(integration, integrations[integration].get("Properties", {}))
         uri = resolve(integrations[integration]["Properties"].get("IntegrationUri", ""), context, integration)
         deployment.websocket_routes[props["RouteKey"]] = _function_of_uri(str(uri), functions, integration)
 

@@ -167,8 +167,8 @@ class LocalStack:
         assert self.management_https is not None
         self.gateway = WebSocketGateway(routes, deployment.selection_expression, stage=deployment.stage,
                                         log=self.log, quotas=options.quotas,
-                                        callback_domain=self.management_https.authority
-                                        ).start(options.host, options.websocket_port)
+                                        callback_domain=self.management_https.authority,
+                                        concurrency=options.concurrency).start(options.host, options.websocket_port)
         self.management.connections = self.management_https.connections = self.gateway
         http_routes = [HttpRoute(method, path, self.functions[name]) for method, path, name in deployment.http_routes]
         self.http = HttpApiServer(http_routes, deployment.stage, self.log, options.host, options.http_port).start()
