@@ -42,7 +42,7 @@ from .logs import StackLog
 from .management_api import describe_connection
 from .ports import PortInUse
 from .runtime import Function
-from .websocket_template import route_value
+from .websocket_template import parse_selection, selection_key
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -79,19 +79,19 @@ class _Live:
 
 
 def select_route(expression: str, body: str | bytes, routes: dict[str, Function]) -> str | None:
-    """API Gateway's route selection for ``$request.body.<path>`` (or ``${request.body.<path>}``):
-    the route whose key is the body's string value at that path, else ``$default``, else None
-    (a body that is not JSON, or has no string there, goes to ``$default``)."""
-    path = route_value(expression)
-    if path is not None and isinstance(body, str):
+    """API Gateway's route selection: the route whose key is what the expression gives for the
+    message body (``websocket_template.parse_selection``), else ``$default``, else None. A body that
+    is not JSON, or has no value at a path the expression reads, goes to ``$default``."""
+    selection = parse_selection(expression)
+    if selection is not None and isinstance(body, str):
+        needs_body = any(isinstance(part, list) for part in selection)
         try:
-            value: Any = json.loads(body)
+            value: Any = json.loads(body) if needs_body else None
         except ValueError:
             value = None
-        for part in path:
-            value = value.get(part) if isinstance(value, dict) else None
-        if isinstance(value, str) and value in routes:
-            return value
+        key = selection_key(selection, value) if value is not None or not needs_body else None
+        if key is not None and key in routes:
+            return key
     return "$default" if "$default" in routes else None
 
 
