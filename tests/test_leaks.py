@@ -186,7 +186,7 @@ def test_the_report_plots_memory_and_descriptors_per_role_and_sums_them_up(tmp_p
                                                         "fds_peak": 39}
     page = (run_dir / "report.html").read_text()
     latency, memory, files = (page.index(title) for title in (
-        "Message fan-out latency", "Memory (RSS) of the stack and the proxy", "Open file descriptors"))
+        "Message fan-out latency", "Memory (RSS) of the stack, its store and the proxy", "Open file descriptors"))
     assert latency < memory < files
     summary = (run_dir / "summary.md").read_text()
     assert ("- stack: RSS 100 MB at the start, 190 MB at the end, peak 190 MB; open fds 30 at the start, 39 at the "
@@ -224,4 +224,4 @@ def test_a_relay_that_keeps_every_event_in_memory_is_caught_in_a_short_run(tmp_p
     assert re.match(r"stack RSS grew \d+ MB \(\+\d+%\) over 1\d s, ~\d+ MB/min, and never levelled off", message)
     assert set(results["processes"]["summary"]) == {"stack", "store", "proxy"}
     assert "stack: RSS" in (run_dir / "summary.md").read_text()
-    assert "Memory (RSS) of the stack and the proxy" in (run_dir / "report.html").read_text()
+    assert "Memory (RSS) of the stack, its store and the proxy" in (run_dir / "report.html").read_text()

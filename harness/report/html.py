@@ -85,7 +85,7 @@ def _ms(value: Any) -> str:
 
 
 def _process_charts(results: dict[str, Any], x_max: float, bands: list, ticks: list) -> str:
-    """Memory and open descriptors of the stack and the proxy over the run (resources.jsonl), with the
+    """Memory and open descriptors of the stack, its store and the proxy over the run (resources.jsonl), with the
     same fault marks, and a line per role; or why they were not sampled."""
     processes = results.get("processes")
     if not processes:
@@ -94,10 +94,10 @@ def _process_charts(results: dict[str, Any], x_max: float, bands: list, ticks: l
     roles = processes.get("roles") or {}
     if not roles:
         return f"<ul class='note'>{lines}</ul>"
-    memory = line_chart("Memory (RSS) of the stack and the proxy", "MB",
+    memory = line_chart("Memory (RSS) of the stack, its store and the proxy", "MB",
                         {role: list(zip(s["t"], s["rss_mb"], strict=True)) for role, s in roles.items()},
                         x_max, bands, ticks)
-    files = line_chart("Open file descriptors of the stack and the proxy", "fds",
+    files = line_chart("Open file descriptors of the stack, its store and the proxy", "fds",
                        {role: list(zip(s["t"], s["fds"], strict=True)) for role, s in roles.items()},
                        x_max, bands, ticks)
     return f"{memory}\n{files}\n<ul class='note'>{lines}</ul>"

@@ -20,7 +20,7 @@
                     "roles": {role: {"t": [...s], "rss_mb": [...], "fds": [...], "cpu_percent": [...]}},
                     "summary": {role: {"samples", "rss_start_mb", "rss_end_mb", "rss_peak_mb",
                                        "fds_start", "fds_end", "fds_peak"}}},
-                   # resources.jsonl over the charts' time axis; roles "stack" and "proxy"
+                   # resources.jsonl over the charts' time axis; roles "stack", "store", "proxy"
       "stats": Locust's table (locust_stats.json), or null
     }
     finding: {"invariant", "message", "excerpt": [history records], "explained_by": [fault log entries],
