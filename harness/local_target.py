@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +32,8 @@ from .faults.plan import Rule
 from .faults.profile import ProfileError, load_profile
 
 CPU_SAMPLE_INTERVAL = 1.0  # seconds between two samples of the target's processes
+RESOURCE_SAMPLE_INTERVAL = 2.0  # seconds between two lines per role of resources.jsonl
+MOTO_SERVER = b"harness.stack.moto_server"  # how the stack's own local DynamoDB process is recognised
 
 
 class TargetError(Exception):
@@ -89,6 +91,47 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def _tree(roots: Sequence[int], skip: Sequence[int] = ()) -> list[int]:
+    """``roots`` and all their descendants, leaving out those under ``skip``."""
+    pids, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in skip:
+            pids.append(pid)
+            todo.extend(_children(pid))
+    return pids
+
+
+def _rss_bytes(pid: int) -> int | None:
+    """Resident memory of ``pid`` in bytes (``VmRSS`` of /proc/PID/status, kB), or None when it
+    cannot be read (gone, or a zombie, which has no ``VmRSS``)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _command_line(pid: int) -> bytes:
+    """The command line of ``pid`` (NUL-separated words), or b"" when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as command:
+            return command.read()
+    except OSError:
+        return b""
+
+
+def _fd_count(pid: int) -> int | None:
+    """How many file descriptors ``pid`` has open (entries of /proc/PID/fd), or None when unreadable."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
 class CpuSampler:
     """The busiest process among some roots and their descendants (but not those under ``skip``),
     sampled about once a second. ``roots`` and ``skip`` are read at every sample, so a list kept up
@@ -110,17 +153,8 @@ class CpuSampler:
         self._thread.start()
         return self
 
-    def _pids(self) -> list[int]:
-        pids, todo = [], list(self.roots)
-        while todo:
-            pid = todo.pop()
-            if pid not in self.skip:
-                pids.append(pid)
-                todo.extend(_children(pid))
-        return pids
-
     def _sample(self) -> tuple[float, dict[int, float]]:
-        times = {pid: cpu for pid in self._pids() if (cpu := _cpu_seconds(pid)) is not None}
+        times = {pid: cpu for pid in _tree(self.roots, self.skip) if (cpu := _cpu_seconds(pid)) is not None}
         return time.monotonic(), times
 
     def _run(self) -> None:
@@ -137,13 +171,85 @@ class CpuSampler:
         self._thread.join(timeout=5)
 
 
+class ResourceSampler:
+    """Memory, open file descriptors and CPU of some roles (name -> a function giving its root pids,
+    read at every sample, so restarted processes are followed), each role with every descendant of
+    its roots that is not another role's root, every ``interval`` seconds: one line per role
+    appended to ``path`` (resources.jsonl):
+
+        {"t": wall-clock ms, "role": name, "rss_bytes": int, "fds": int, "cpu": float | null,
+         "procs": int}
+
+    ``rss_bytes`` and ``fds`` are sums over the role's processes (VmRSS of /proc/PID/status, the
+    entries of /proc/PID/fd); ``cpu`` is the role's CPU over the interval since its previous line in
+    percent of one core (null on the first line); ``procs`` how many processes were read. A role
+    with no process alive (a killed stack before its restart, with no store of its own) writes no
+    line. A few /proc reads per process every 2 s: no measurable CPU (README "Soak")."""
+
+    def __init__(self, roles: dict[str, Callable[[], Sequence[int]]], path: Path,
+                 interval: float = RESOURCE_SAMPLE_INTERVAL) -> None:
+        self.roles = roles
+        self.path = path
+        self.interval = interval
+        self._last: dict[str, tuple[float, dict[int, float]]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="target-resources", daemon=True)
+        self._fd = -1
+
+    def start(self) -> ResourceSampler:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        self._thread.start()
+        return self
+
+    def sample(self) -> list[dict[str, Any]]:
+        """One line per role that has a process alive now."""
+        lines = []
+        t = int(time.time() * 1000)
+        roots = {role: list(pids()) for role, pids in self.roles.items()}
+        for role, own in roots.items():
+            rss = fds = 0
+            cpu: dict[int, float] = {}
+            for pid in _tree(own, [pid for other, pids in roots.items() if other != role for pid in pids]):
+                memory, files, seconds = _rss_bytes(pid), _fd_count(pid), _cpu_seconds(pid)
+                if memory is None or files is None or seconds is None:
+                    continue  # gone meanwhile
+                rss, fds, cpu[pid] = rss + memory, fds + files, seconds
+            if not cpu:
+                continue
+            now = time.monotonic()
+            last_at, last = self._last.get(role, (now, {}))
+            shared = cpu.keys() & last.keys()
+            percent = round(100.0 * sum(cpu[p] - last[p] for p in shared) / (now - last_at), 1) \
+                if shared and now > last_at else None
+            self._last[role] = (now, cpu)
+            lines.append({"t": t, "role": role, "rss_bytes": rss, "fds": fds, "cpu": percent, "procs": len(cpu)})
+        return lines
+
+    def _run(self) -> None:
+        while True:
+            lines = self.sample()
+            if lines:
+                os.write(self._fd, "".join(json.dumps(line) + "\n" for line in lines).encode())
+            if self._stop.wait(self.interval):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class LocalTarget:
     """The local stack and the chaos proxy of one run, and the supervisor of the profile's process
     ``kill`` rules (see ``_kill_and_restart``)."""
 
     def __init__(self, run_dir: Path, *, seed: int, profile: str | None, upstream: str | None = None,
-                 short_expiry: bool = False, template: str | None = None) -> None:
+                 short_expiry: bool = False, template: str | None = None,
+                 sample_interval: float = RESOURCE_SAMPLE_INTERVAL) -> None:
         self.run_dir = run_dir
+        self.sample_interval = sample_interval  # seconds; 0: no resources.jsonl
         self.template = template
         self.short_expiry = short_expiry
         self.seed = seed
@@ -155,6 +261,7 @@ class LocalTarget:
         self.proxy: dict[str, Any] = {}
         self.dynamodb: dict[str, Any] = {}  # the store in its own process, when the stack is to be killed
         self.cpu: CpuSampler | None = None
+        self.resources: ResourceSampler | None = None  # only with the embedded stack
         self.kills: list[Rule] = []
         # One entry per kill: killed_t and ready_t (wall-clock ms; ready_t None if it never came back), ...
         self.restarts: list[dict[str, Any]] = []
@@ -215,6 +322,11 @@ class LocalTarget:
             self.stop()
             raise
         self.cpu = CpuSampler(self.pids).start()
+        if self.upstream is None and self.sample_interval > 0:
+            self.resources = ResourceSampler({"stack": lambda: self.pids[self._stack_index:self._stack_index + 1],
+                                              "store": self._store_pids,
+                                              "proxy": lambda: self.pids[self._stack_index + 1:]},
+                                             self.run_dir / "resources.jsonl", self.sample_interval).start()
         if self.kills:
             self._supervisor = threading.Thread(target=self._supervise, args=(timeout,), name="stack-kills",
                                                 daemon=True)
@@ -272,6 +384,22 @@ class LocalTarget:
                                  self._stopping)
         self.restarts[-1]["ready_t"] = int(time.time() * 1000)
 
+    def _store_pids(self) -> list[int]:
+        """The local DynamoDB's process: its own (``relay-harness dynamodb``, with kills), else the
+        stack's child that runs it (``harness.stack.moto_server``)."""
+        if self.dynamodb:
+            return self.pids[:1]
+        stack = self.pids[self._stack_index]
+        return [pid for pid in _children(stack) if MOTO_SERVER in _command_line(pid)]
+
+    @property
+    def sampling(self) -> dict[str, Any] | None:
+        """What resources.jsonl holds, for run.json: ``{"interval_s", "roles"}``, or None when nothing
+        is sampled (the relay runs elsewhere)."""
+        if self.resources is None:
+            return None
+        return {"interval_s": self.resources.interval, "roles": list(self.resources.roles)}
+
     @property
     def peak_cpu_percent(self) -> float | None:
         """The busiest process of the stack and proxy: its highest share of one core, in percent."""
@@ -322,8 +450,9 @@ class LocalTarget:
     def stop(self) -> None:
         """Stop the proxy, then the stack, then the store's own process if any (each within 30 s, else
         killed), a kill or restart in progress included; safe to call twice."""
-        if self.cpu is not None:
-            self.cpu.stop()
+        for sampler in (self.cpu, self.resources):
+            if sampler is not None:
+                sampler.stop()
         with self._lock:  # from here on no kill or restart starts a process
             self._stopping.set()
         for process in reversed(self.processes):

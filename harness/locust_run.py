@@ -37,9 +37,9 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from .cli import UsageError
-from .faults.profile import ProfileError, load_profile
+from .faults.profile import Profile, ProfileError, load_profile
 from .history import History, HistoryFile, ShippingLedger
-from .local_target import CpuSampler, LocalTarget, TargetError
+from .local_target import RESOURCE_SAMPLE_INTERVAL, CpuSampler, LocalTarget, TargetError
 from .proxy.cli import fault_specs
 from .report.build import EXIT_HARNESS_FAILED, build_report, verdict_line, write_atomic
 from .run_shape import ShapeError, session_sizes
@@ -103,6 +103,9 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--short-expiry", action="store_true",
                        help="the local stack uses its shortest expiries and a 5 s clean-up schedule, so the relay's "
                             "clean-up runs during play (--cleanup-wait implies it)")
+    group.add_argument("--sample-interval", type=float, default=RESOURCE_SAMPLE_INTERVAL,
+                       help="with no --host: seconds between two samples of the local stack's and proxy's memory, "
+                            "open files and CPU (resources.jsonl; 0: none)")
     group.add_argument("--rules", choices=("auto", "protocol", "reference"), default="auto",
                        help="which rules the checkers apply: the protocol's, or also the reference relay's own "
                             "choices (auto: reference when the local stack runs the reference relay)")
@@ -120,8 +123,8 @@ def _run_dir(options: Any, profile_name: str, seed: int) -> Path:
     return REPORTS_DIR / f"{stamp}-{profile_name or 'no-faults'}-seed{seed}"
 
 
-def _check_options(environment: Environment) -> str:
-    """Every check a bad option can fail, before anything is created; returns the profile's name."""
+def _check_options(environment: Environment) -> Profile | None:
+    """Every check a bad option can fail, before anything is created; returns the profile, if any."""
     options = environment.parsed_options
     host = environment.host or ""
     try:
@@ -130,6 +133,8 @@ def _check_options(environment: Environment) -> str:
         _fail(f"--session-size: {exc}")
     if options.cleanup_wait < 0:
         _fail(f"--cleanup-wait {options.cleanup_wait:g} must be 0 or more seconds")
+    if options.sample_interval < 0:
+        _fail(f"--sample-interval {options.sample_interval:g} must be 0 (no sampling) or more seconds")
     if options.run_dir and Path(options.run_dir).exists() and not Path(options.run_dir).is_dir():
         _fail(f"--run-dir {options.run_dir} is a file: pass a folder (it is created if missing)")
     if options.template:
@@ -140,7 +145,7 @@ def _check_options(environment: Environment) -> str:
         except UsageError as exc:
             _fail(str(exc))
     if not options.chaos_profile:
-        return ""
+        return None
     try:
         profile = load_profile(options.chaos_profile)
         fault_specs(options.chaos_profile, [])
@@ -150,7 +155,7 @@ def _check_options(environment: Environment) -> str:
         _fail(f"chaos profile {options.chaos_profile}: {exc}")
     if options.seed < 0 and profile.seed is not None:
         options.seed = profile.seed
-    return profile.name
+    return profile
 
 
 def _rules(options: Any) -> str:
@@ -176,7 +181,8 @@ def on_init(environment: Environment, **_: Any) -> None:
         environment.events.quitting.add_listener(lambda **_: _finish_worker(environment, wait_for_ack=True))
         _start_flusher(environment)
         return
-    profile_name = _check_options(environment)
+    profile = _check_options(environment)
+    profile_name = profile.name if profile else ""
     if options.seed < 0:
         options.seed = random.randrange(1 << 31)
     RUN.seed = options.seed
@@ -189,7 +195,7 @@ def on_init(environment: Environment, **_: Any) -> None:
     if not host or options.chaos_profile:
         RUN.target = LocalTarget(RUN.run_dir, seed=options.seed, profile=options.chaos_profile or None,
                                  upstream=host or None, short_expiry=options.short_expiry or options.cleanup_wait > 0,
-                                 template=options.template or None)
+                                 template=options.template or None, sample_interval=options.sample_interval)
         try:
             RUN.target.start()
         except TargetError as exc:
@@ -202,7 +208,9 @@ def on_init(environment: Environment, **_: Any) -> None:
     RUN.info = {"seed": RUN.seed, "profile": profile_name or None, "host": environment.host,
                 "ping_url": options.ping_url or None, "started": RUN.started_at, "command": sys.argv,
                 "session_sizes": session_sizes(options.session_size), "rules": _rules(options),
-                "stack": RUN.target.stack if RUN.target else None, "proxy": RUN.target.proxy if RUN.target else None}
+                "stack": RUN.target.stack if RUN.target else None, "proxy": RUN.target.proxy if RUN.target else None,
+                "resource_sampling": RUN.target.sampling if RUN.target else None,
+                "leaks": profile.leaks.as_dict() if profile and profile.leaks else None}
     write_atomic(RUN.run_dir / "run.json", json.dumps(RUN.info, indent=2))
     print(f"relay-harness: seed {options.seed}; target {environment.host}; run folder {RUN.run_dir}", flush=True)
     signal.signal(signal.SIGINT, _on_sigint)

@@ -153,6 +153,8 @@ def test_bad_options_are_refused_before_anything_is_created(tmp_path):
     assert line.startswith(f"relay-harness: chaos profile {profile}: fault 'boom': 'type' must be one of drop,")
     assert _refused(["--cleanup-wait", "-1"], tmp_path) == \
         "relay-harness: --cleanup-wait -1 must be 0 or more seconds"
+    assert _refused(["--sample-interval", "-1"], tmp_path) == \
+        "relay-harness: --sample-interval -1 must be 0 (no sampling) or more seconds"
     assert not (tmp_path / "run1").exists() and not (tmp_path / "run2").exists()
 
 

@@ -19,6 +19,7 @@ from . import (
     delivery,
     fanout,
     health,
+    leaks,
     live_cleanup,
     liveness,
     membership,
@@ -44,6 +45,7 @@ CHECKERS: list[tuple[str, str, int, Checker]] = [
     ("pinned", "Pinned message convergence", 1, pinned.check),
     ("cleanup", "Expiry clean-up", 1, cleanup.check),
     ("health", "Function health", 2, health.check),
+    ("leaks", "No resource growth (memory, file descriptors)", 1, leaks.check),
 ]
 CORE_CHECKS = ("membership", "delivery", "notifications")
 

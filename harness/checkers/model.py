@@ -1,4 +1,4 @@
-"""What checkers read (a run: history, fault logs, store scan) and what they return (findings).
+"""What checkers read (a run: history, fault logs, store scan, resource samples) and what they return (findings).
 
 Checkers are pure functions ``check(run) -> CheckResult``; this module builds the indexes they
 share, once, so each checker reads like the invariant it states.
@@ -139,6 +139,7 @@ class Run:
     stream_failures: list[dict[str, Any]] = field(default_factory=list)
     store: dict[str, Any] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    resources: list[dict[str, Any]] = field(default_factory=list)  # resources.jsonl: the target's processes
 
     @classmethod
     def load(cls, run_dir: Path) -> Run:
@@ -148,7 +149,8 @@ class Run:
                    invocations=_read_jsonl(run_dir / "invocations.jsonl"),
                    stream_failures=_read_jsonl(run_dir / "stream-failures.jsonl"),
                    store=json.loads(store_path.read_text()) if store_path.exists() else None,
-                   info=json.loads(info_path.read_text()) if info_path.exists() else {})
+                   info=json.loads(info_path.read_text()) if info_path.exists() else {},
+                   resources=_read_jsonl(run_dir / "resources.jsonl"))
 
     def __post_init__(self) -> None:
         self.rules: str = self.info.get("rules") if self.info.get("rules") in RULE_SETS else "protocol"

@@ -30,6 +30,9 @@
     [join_storm]                              # optional: harness/join_storm.py
     players = 6
 
+    [leaks]                                   # optional: the leak checker's thresholds
+    min_span_s = 600                          #   (harness/checkers/leaks.py)
+
 Every entry is validated when the profile is loaded, before anything starts: the wire seam's by
 ``harness/proxy/faults.py``, the others' by ``harness/faults/plan.py``. A bare NAME refers to
 ``scenarios/profiles/NAME.toml``.
@@ -64,6 +67,7 @@ class Profile:
     faults: list[dict[str, Any]] = field(default_factory=list)
     join_storm: Any = None  # harness.join_storm.StormSettings when the profile has a [join_storm] table
     run: dict[str, Any] = field(default_factory=dict)  # the harness.run_shape keys the profile sets
+    leaks: Any = None  # harness.checkers.leaks.LeakSettings when the profile has a [leaks] table
 
     def for_seam(self, seam: str) -> list[dict[str, Any]]:
         return [f for f in self.faults if f.get("seam", "wire") == seam]
@@ -93,10 +97,11 @@ def load_profile(name_or_path: str) -> Profile:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"chaos profile {path}: not valid TOML ({exc})") from None
-    unknown = set(data) - {"description", "seed", "fault", "join_storm", *run_shape.KEYS}
+    unknown = set(data) - {"description", "seed", "fault", "join_storm", "leaks", *run_shape.KEYS}
     if unknown:
         raise ProfileError(f"chaos profile {path}: unknown key {sorted(unknown)[0]!r}; a profile has description, "
-                           f"seed, {', '.join(run_shape.KEYS)}, [[fault]] entries and a [join_storm] table")
+                           f"seed, {', '.join(run_shape.KEYS)}, [[fault]] entries, a [join_storm] and a [leaks] "
+                           "table")
     try:
         run = {key: run_shape.validate(key, data[key]) for key in run_shape.KEYS if key in data}
     except run_shape.ShapeError as exc:
@@ -128,7 +133,15 @@ def load_profile(name_or_path: str) -> Profile:
             storm = parse_storm(data["join_storm"])
         except StormError as exc:
             raise ProfileError(f"chaos profile {path}: {exc}") from None
-    return Profile(path.stem, path, str(data.get("description", "")), seed, faults, storm, run)
+    leaks = None
+    if "leaks" in data:
+        from ..checkers.leaks import LeakSettingsError, parse_settings
+
+        try:
+            leaks = parse_settings(data["leaks"])
+        except LeakSettingsError as exc:
+            raise ProfileError(f"chaos profile {path}: {exc}") from None
+    return Profile(path.stem, path, str(data.get("description", "")), seed, faults, storm, run, leaks)
 
 
 def load_plan(name_or_path: str, seed: int, fault_log: Path | None) -> FaultPlan:

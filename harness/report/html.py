@@ -9,7 +9,7 @@ from html import escape
 from typing import Any
 
 from .charts import line_chart
-from .markdown import check_note, cpu_warning, score_text, showing, verdict_line
+from .markdown import check_note, cpu_warning, process_lines, score_text, showing, verdict_line
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:960px;color:#222}
@@ -84,9 +84,29 @@ def _ms(value: Any) -> str:
     return "" if value is None else f"{float(value):.0f}"
 
 
+def _process_charts(results: dict[str, Any], x_max: float, bands: list, ticks: list) -> str:
+    """Memory and open descriptors of the stack, its store and the proxy over the run (resources.jsonl), with the
+    same fault marks, and a line per role; or why they were not sampled."""
+    processes = results.get("processes")
+    if not processes:
+        return ""
+    lines = "".join(f"<li>{escape(line)}</li>" for line in process_lines(results))
+    roles = processes.get("roles") or {}
+    if not roles:
+        return f"<ul class='note'>{lines}</ul>"
+    memory = line_chart("Memory (RSS) of the stack, its store and the proxy", "MB",
+                        {role: list(zip(s["t"], s["rss_mb"], strict=True)) for role, s in roles.items()},
+                        x_max, bands, ticks)
+    files = line_chart("Open file descriptors of the stack, its store and the proxy", "fds",
+                       {role: list(zip(s["t"], s["fds"], strict=True)) for role, s in roles.items()},
+                       x_max, bands, ticks)
+    return f"{memory}\n{files}\n<ul class='note'>{lines}</ul>"
+
+
 def _charts(results: dict[str, Any]) -> str:
-    """Latency and throughput per whole second, plotted at the middle of each second, with the faults
-    as bands (windows, or several faults in a row) and ticks (a single instant fault)."""
+    """Latency, then memory and open descriptors of the target's processes, then throughput, per
+    whole second (plotted at the middle of each second; resource samples where they were taken),
+    with the faults as bands (windows, or several faults in a row) and ticks (a single instant fault)."""
     series, faults = results["series"], results.get("faults") or []
     if faults:
         note = (f"Red: the {len(faults)} stretch(es) of injected faults; hover over one for the rule and count.")
@@ -109,7 +129,7 @@ def _charts(results: dict[str, Any]) -> str:
     throughput = line_chart("Deliveries per second", "deliveries/s",
                             {"deliveries": list(zip(middles, series["deliveries_per_s"], strict=True))},
                             x_max, bands, ticks)
-    return f"<p class='note'>{note}</p>\n{latency}\n{throughput}"
+    return f"<p class='note'>{note}</p>\n{latency}\n{_process_charts(results, x_max, bands, ticks)}\n{throughput}"
 
 
 def render_html(results: dict[str, Any]) -> str:

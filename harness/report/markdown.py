@@ -42,6 +42,19 @@ def cpu_warning(results: dict[str, Any]) -> str:
             "the harness's own waiting, not only the relay's; rerun with fewer users or on a quieter machine.")
 
 
+def process_lines(results: dict[str, Any]) -> list[str]:
+    """One line per sampled role (RSS and open descriptors at the start, end and peak of the load),
+    or one line saying why nothing was sampled; none for a results.json from before sampling."""
+    processes = results.get("processes")
+    if not processes:
+        return []
+    if not processes.get("summary"):
+        return [f"Processes not sampled: {processes.get('note') or 'no sample'}."]
+    return [f"{role}: RSS {s['rss_start_mb']:.0f} MB at the start, {s['rss_end_mb']:.0f} MB at the end, peak "
+            f"{s['rss_peak_mb']:.0f} MB; open fds {s['fds_start']} at the start, {s['fds_end']} at the end, peak "
+            f"{s['fds_peak']} ({s['samples']} samples)" for role, s in processes["summary"].items()]
+
+
 def check_note(check: dict[str, Any]) -> str:
     """What the status column alone does not say: the exception, why it was skipped, its notes."""
     if check.get("status") == "error":
@@ -69,6 +82,8 @@ def render_summary(results: dict[str, Any]) -> str:
         note = check_note(check).replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {check['title']} | {check['status']} | {check.get('checked', 0)} | "
                      f"{len(check.get('violations') or [])} | {note} |")
+    if processes := process_lines(results):
+        lines += ["", "Processes of the target (resources.jsonl):"] + [f"- {line}" for line in processes]
     found = [(c["title"], v) for c in results.get("checks", []) for v in c.get("violations") or []]
     if found:
         shown = found[:SUMMARY_VIOLATIONS]

@@ -16,6 +16,11 @@
       "series": {"t": [...s], "deliveries_per_s": [...], "p50_ms": [...], "p95_ms": [...], "p99_ms": [...]},
       "faults": [{"start_s", "end_s", "fault", "rule"}],
       "resources": run.json's "resources" (CPU of the load generator and the stack), or null,
+      "processes": {"sampled": bool, "note": str,   # why nothing was sampled, or ""
+                    "roles": {role: {"t": [...s], "rss_mb": [...], "fds": [...], "cpu_percent": [...]}},
+                    "summary": {role: {"samples", "rss_start_mb", "rss_end_mb", "rss_peak_mb",
+                                       "fds_start", "fds_end", "fds_peak"}}},
+                   # resources.jsonl over the charts' time axis; roles "stack", "store", "proxy"
       "stats": Locust's table (locust_stats.json), or null
     }
     finding: {"invariant", "message", "excerpt": [history records], "explained_by": [fault log entries],
@@ -78,6 +83,32 @@ def time_series(run: Run) -> dict[str, list[float]]:
     return series
 
 
+def process_usage(run: Run) -> dict[str, Any]:
+    """The target's processes over the charts' time axis (resources.jsonl, s from the first history
+    record), per role: RSS in MB, open descriptors, CPU in % of one core; and each role's first, last
+    and highest figures there. Not sampled: why, in one line."""
+    if not run.resources:
+        note = ("the relay ran elsewhere (--host): only the embedded local stack and its proxy are sampled"
+                if run.info.get("stack") is None else "no resources.jsonl in the run folder (--sample-interval 0, "
+                                                      "or a run from before sampling)")
+        return {"sampled": False, "note": note, "roles": {}, "summary": {}}
+    start, end = _axis(run)
+    roles: dict[str, dict[str, list[float]]] = {}
+    for sample in sorted(run.resources, key=lambda r: r["t"]):
+        if run.history and not start <= sample["t"] <= end:
+            continue
+        series = roles.setdefault(sample["role"], {"t": [], "rss_mb": [], "fds": [], "cpu_percent": []})
+        series["t"].append(round((sample["t"] - start) / 1000, 3))
+        series["rss_mb"].append(round(sample["rss_bytes"] / 2**20, 1))
+        series["fds"].append(sample["fds"])
+        series["cpu_percent"].append(sample.get("cpu"))
+    summary = {role: {"samples": len(s["t"]), "rss_start_mb": s["rss_mb"][0], "rss_end_mb": s["rss_mb"][-1],
+                      "rss_peak_mb": max(s["rss_mb"]), "fds_start": s["fds"][0], "fds_end": s["fds"][-1],
+                      "fds_peak": max(s["fds"])} for role, s in roles.items()}
+    return {"sampled": True, "note": "" if roles else "no sample fell within the load", "roles": roles,
+            "summary": summary}
+
+
 def fault_spans(run: Run) -> list[dict[str, Any]]:
     """Faults on the charts' time axis (s from the first history record): entries of one rule less
     than a second apart merge into one span, from its first injected fault to the end of its last
@@ -138,7 +169,7 @@ def build_results(run_dir: Path, partial: bool = False) -> tuple[dict[str, Any],
                    "explained": sum(len(c.explained) for c in checks)},
         "checks": [c.as_dict() for c in checks],
         "series": time_series(run), "faults": fault_spans(run),
-        "resources": run.info.get("resources"),
+        "resources": run.info.get("resources"), "processes": process_usage(run),
         "stats": json.loads(stats_path.read_text()) if stats_path.exists() else None,
     }
     return results, checks, run
