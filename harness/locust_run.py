@@ -537,7 +537,7 @@ def _end_progress(results: dict[str, Any] | None) -> None:
         snapshot.verdict, snapshot.violations = "none (the report could not be built)", None
     else:
         checks = results["checks"]
-        snapshot.verdict = results["verdict"]
+        snapshot.verdict = results["verdict"] + (" (partial)" if results.get("partial") else "")
         snapshot.violations = sum(len(c["violations"]) for c in checks)
         confirmed = sum(len(c["violations"]) for c in checks if c["name"] in SAFETY_CHECKS)
         provisional = RUN.check.violations if RUN.check and RUN.check.violations else 0
