@@ -51,7 +51,9 @@ def add_parser(sub: Any) -> None:
 
 def locust_command(args: argparse.Namespace, shape: dict[str, Any], seed: int) -> list[str]:
     """The headless Locust command line of the run (``shape``: every harness.run_shape key set)."""
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+    # --only-summary: the live line (harness/progress.py) takes the place of Locust's table every 2 s;
+    # Locust's table is still printed once at the end, and kept in the run folder.
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
                "-u", str(int(shape["users"])), "-r", f"{shape['spawn_rate']:g}",
                "-t", f"{max(1, round(shape['duration']))}s", "--session-size", str(shape["session_size"]),
                "--chaos-profile", args.profile, "--seed", str(seed)]

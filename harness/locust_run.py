@@ -12,6 +12,8 @@ Everything here hangs off Locust's events, so ``scenarios/relay.py`` stays a pla
   the store, tear the target down (proxy, then stack), check the run and write its report. The
   process exits with the report's status: 0 pass, 1 violations, 3 inconclusive; 2 only when the
   harness itself failed.
+- the live line (master or single process; ``harness/progress.py``): phase, players, faults and
+  provisional violations so far, ended before the verdict's line.
 
 Ctrl-C (a terminal signals the whole process group): the stack and proxy run in their own process
 groups, so they outlive the signal and are torn down in order; the report is written from what was
@@ -21,6 +23,7 @@ collected and marked partial. Further Ctrl-Cs during that are ignored, with a li
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -40,6 +43,7 @@ from .cli import UsageError
 from .faults.profile import Profile, ProfileError, load_profile
 from .history import History, HistoryFile, ShippingLedger
 from .local_target import RESOURCE_SAMPLE_INTERVAL, CpuSampler, LocalTarget, TargetError
+from .progress import SAFETY_CHECKS, FaultCount, LiveLine, ProvisionalCheck, Snapshot, faults_end_s
 from .proxy.cli import fault_specs
 from .report.build import EXIT_HARNESS_FAILED, build_report, verdict_line, write_atomic
 from .run_shape import ShapeError, session_sizes
@@ -78,6 +82,14 @@ class RunState:
         self.shipped = 0  # worker: records sent to the master so far
         self.acked = threading.Event()  # worker: the master acknowledged the last batch
         self._stop = threading.Event()
+        # The live line (master or single process): the phase, when it began (monotonic), its length.
+        self.phase: tuple[str, float, float | None] = ("", time.monotonic(), None)
+        self.faults_end_s: float | None = None  # the profile's faults are over this long after the stack started
+        self.live: LiveLine | None = None
+        self.environment: Environment | None = None  # the live line's: its runner counts the users
+        self.fault_count: FaultCount | None = None
+        self.check: ProvisionalCheck | None = None
+        self.restore: list[tuple[Any, str, Any]] = []  # (object, attribute, value) the live line replaced
 
 
 RUN = RunState()
@@ -112,6 +124,7 @@ def add_arguments(parser: Any) -> None:
 
 
 def _fail(message: str) -> None:
+    _stop_progress()
     print(f"relay-harness: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -155,6 +168,7 @@ def _check_options(environment: Environment) -> Profile | None:
         _fail(f"chaos profile {options.chaos_profile}: {exc}")
     if options.seed < 0 and profile.seed is not None:
         options.seed = profile.seed
+    RUN.faults_end_s = faults_end_s(profile)
     return profile
 
 
@@ -191,6 +205,7 @@ def on_init(environment: Environment, **_: Any) -> None:
         RUN.run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _fail(f"cannot create the run folder {RUN.run_dir}: {exc.strerror}; pass another --run-dir")
+    _start_progress(environment)
     host = environment.host or ""
     if not host or options.chaos_profile:
         RUN.target = LocalTarget(RUN.run_dir, seed=options.seed, profile=options.chaos_profile or None,
@@ -325,12 +340,14 @@ def _start_flusher(environment: Environment) -> None:
 def on_test_start(environment: Environment, **_: Any) -> None:
     RUN.test_started = time.monotonic()
     RUN.ended_t = None
+    _set_phase("load", getattr(environment.parsed_options, "run_time", None))
 
 
 def on_test_stop(environment: Environment, **_: Any) -> None:
     flush_history(environment)
     if not isinstance(environment.runner, WorkerRunner):
         RUN.ended_t = int(time.time() * 1000)
+        _set_phase("stopping")
 
 
 def _partial(environment: Environment) -> bool:
@@ -374,6 +391,7 @@ def on_quitting(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner) or RUN.run_dir is None or RUN.tearing_down:
         return
     RUN.tearing_down = True
+    _set_phase("stopping")
     try:
         _stop_load(environment)
         _write_run_end(environment)
@@ -384,12 +402,15 @@ def on_quitting(environment: Environment, **_: Any) -> None:
         if RUN.target is not None:
             RUN.target.stop()
             RUN.target = None
+    _set_phase("checking")
     try:
         status, results = build_report(RUN.run_dir, partial=_partial(environment))
     except Exception as exc:  # the harness failed, not the relay: say so and exit 2
+        _end_progress(None)
         print(f"relay-harness: the report could not be built: {type(exc).__name__}: {exc}", file=sys.stderr)
         environment.process_exit_code = EXIT_HARNESS_FAILED
         return
+    _end_progress(results)
     print(f"relay-harness: {verdict_line(results)}; report {RUN.run_dir / 'report.html'}", flush=True)
     environment.process_exit_code = status
 
@@ -413,6 +434,7 @@ def _scan_store(wait: float) -> None:
     assert RUN.target is not None and RUN.run_dir is not None
     if wait > 0:
         print(f"relay-harness: waiting {wait:.0f} s for the relay's clean-up before scanning the store", flush=True)
+        _set_phase("clean-up wait", wait)
         time.sleep(wait)
     scan = {"cleanup_wait_s": wait, **RUN.target.scan_store()}
     if "unavailable" in scan:
@@ -433,6 +455,102 @@ def write_stats(environment: Environment, path: Path) -> None:
     errors = [{"type": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
               for e in stats.errors.values()]
     path.write_text(json.dumps({"entries": rows, "errors": errors}, indent=2, default=str))
+
+
+# --- the live line (harness/progress.py) -----------------------------------------------------------
+
+def _start_progress(environment: Environment) -> None:
+    """Master or single process: the live line on stderr, redrawn by a greenlet; the safety
+    checkers' passes on the history so far run in one of gevent's real threads."""
+    assert RUN.run_dir is not None
+    RUN.live = LiveLine(sys.stderr)
+    RUN.environment = environment
+    RUN.fault_count = FaultCount(RUN.run_dir / "faults.jsonl")
+    RUN.check = ProvisionalCheck(RUN.run_dir, lambda: {
+        "rules": RUN.info.get("rules"), "stack_restarts": list(RUN.target.restarts) if RUN.target else []})
+    if RUN.live.tty:  # every other writer erases the line first
+        handlers = [h for name in (None, "locust", "locust.stats_logger") for h in logging.getLogger(name).handlers]
+        for handler in handlers:
+            if getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
+                RUN.restore.append((handler, "stream", handler.stream))
+                handler.stream = RUN.live.wrap(handler.stream)
+        for name in ("stdout", "stderr"):
+            RUN.restore.append((sys, name, getattr(sys, name)))
+            setattr(sys, name, RUN.live.wrap(getattr(sys, name)))
+    _set_phase("starting stack")
+    gevent.spawn(_tick)
+
+
+def _set_phase(name: str, total: float | None = None) -> None:
+    """Enter phase ``name`` (``total``: its seconds, if known) and draw the line; the phase already
+    running is left as it is (the load stops, then Locust quits: one "stopping")."""
+    if RUN.phase[0] == name:
+        return
+    RUN.phase = (name, time.monotonic(), total)
+    if RUN.live is not None:
+        RUN.live.show(_snapshot(), time.monotonic())
+
+
+def _faults_over() -> bool:
+    """The profile's last fault is over (its windows count from the stack's start)."""
+    started = RUN.target.stack.get("faults_started_at") if RUN.target is not None else None
+    return RUN.faults_end_s is not None and started is not None and time.time() >= float(started) + RUN.faults_end_s
+
+
+def _snapshot() -> Snapshot:
+    name, since, total = RUN.phase
+    elapsed = time.monotonic() - since
+    if name == "load" and _faults_over():
+        name = "faults quiet"
+    runner = RUN.environment.runner if RUN.environment is not None else None
+    users = runner.user_count if runner is not None else None
+    check = RUN.check
+    return Snapshot(name, elapsed, total, users, RUN.fault_count.update() if RUN.fault_count else {},
+                    check.violations if check else None, check.note if check else "")
+
+
+def _tick() -> None:
+    """Every half second: the line (its cadence decides whether it is drawn) and, during the load,
+    a provisional check when one is due."""
+    while RUN.live is not None:
+        snapshot = _snapshot()
+        RUN.live.show(snapshot, time.monotonic())
+        if snapshot.phase in ("load", "faults quiet") and RUN.check is not None and RUN.check.due(time.monotonic()):
+            RUN.check.running = True
+            gevent.get_hub().threadpool.spawn(RUN.check.run_pass)
+        gevent.sleep(0.5)
+
+
+def _stop_progress() -> LiveLine | None:
+    """Stop drawing, erase the line and give the streams back; returns the line (None if none)."""
+    live, RUN.live = RUN.live, None
+    if live is not None:
+        live.erase()
+        for owner, attribute, value in reversed(RUN.restore):
+            setattr(owner, attribute, value)
+        RUN.restore.clear()
+    return live
+
+
+def _end_progress(results: dict[str, Any] | None) -> None:
+    """The last line, ended, before the verdict's: the report's verdict and count, and how many
+    violations the provisional checks showed that the whole run did not confirm."""
+    snapshot = _snapshot()
+    live = _stop_progress()
+    if live is None:
+        return
+    snapshot.phase, snapshot.elapsed, snapshot.total = "report", time.time() - RUN.started_at, None
+    snapshot.users = None
+    if results is None:
+        snapshot.verdict, snapshot.violations = "none (the report could not be built)", None
+    else:
+        checks = results["checks"]
+        snapshot.verdict = results["verdict"] + (" (partial)" if results.get("partial") else "")
+        snapshot.violations = sum(len(c["violations"]) for c in checks)
+        confirmed = sum(len(c["violations"]) for c in checks if c["name"] in SAFETY_CHECKS)
+        provisional = RUN.check.violations if RUN.check and RUN.check.violations else 0
+        snapshot.unconfirmed = max(0, provisional - confirmed)
+    live.finish(snapshot)
 
 
 _installed = False

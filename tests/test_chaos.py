@@ -61,6 +61,10 @@ def test_smoke_passes_the_reference_relay_with_every_seam_injected_and_prints_it
     failed = [v["message"] for c in results["checks"] for v in c["violations"]]
     assert (done.returncode, results["verdict"], failed) == (0, "pass", []), done.stderr[-3000:]
     assert "replay: relay-harness chaos --profile smoke --seed 1" in done.stdout
+    # The live line, plain in a CI log (harness/progress.py): faults counted while the load runs.
+    live = [int(n) for n in re.findall(r"^relay-harness: (?:load|faults quiet) \d+/40 s \| \d+ users \| "
+                                       r"violations[^|]+\| faults (\d+)", done.stderr, re.M)]
+    assert live and max(live) > 0 and "| verdict pass, 0 violations | faults" in done.stderr, done.stderr[-3000:]
     info = json.loads((run_dir / "run.json").read_text())
     assert (info["seed"], info["session_sizes"]) == (1, [2, 3])
     faults = _faults(run_dir / "faults.jsonl")
