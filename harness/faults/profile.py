@@ -125,23 +125,23 @@ def load_profile(name_or_path: str) -> Profile:
     seed = data.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ProfileError(f"chaos profile {path}: seed must be a whole number")
-    storm = None
-    if "join_storm" in data:
-        from ..join_storm import StormError, parse_storm
+    from ..checkers.leaks import LeakSettingsError, parse_settings
+    from ..join_storm import StormError, parse_storm
 
-        try:
-            storm = parse_storm(data["join_storm"])
-        except StormError as exc:
-            raise ProfileError(f"chaos profile {path}: {exc}") from None
-    leaks = None
-    if "leaks" in data:
-        from ..checkers.leaks import LeakSettingsError, parse_settings
-
-        try:
-            leaks = parse_settings(data["leaks"])
-        except LeakSettingsError as exc:
-            raise ProfileError(f"chaos profile {path}: {exc}") from None
+    storm = _section(path, data, "join_storm", parse_storm, StormError)
+    leaks = _section(path, data, "leaks", parse_settings, LeakSettingsError)
     return Profile(path.stem, path, str(data.get("description", "")), seed, faults, storm, run, leaks)
+
+
+def _section(path: Path, data: dict[str, Any], key: str, parse: Any, error: type[Exception]) -> Any:
+    """The profile's ``[key]`` table through ``parse`` (None when absent); its ``error`` becomes a
+    ProfileError naming the file."""
+    if key not in data:
+        return None
+    try:
+        return parse(data[key])
+    except error as exc:
+        raise ProfileError(f"chaos profile {path}: {exc}") from None
 
 
 def load_plan(name_or_path: str, seed: int, fault_log: Path | None) -> FaultPlan:
