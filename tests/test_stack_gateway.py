@@ -15,6 +15,8 @@ import websocket
 
 from harness.stack import dynamodb as local_ddb
 from harness.stack.local_stack import LocalStack, StackError, StackOptions
+from harness.stack.logs import StackLog
+from harness.stack.runtime import FunctionSpec, RemoteFunction
 from harness.stack.websocket_api import Quotas
 from tests.stack_support import log_lines, wait_until
 
@@ -250,8 +252,44 @@ def test_a_function_served_over_the_invoke_api(tmp_path):
             with pytest.raises(urllib.error.HTTPError) as failed:
                 urllib.request.urlopen(f"{stack.endpoints['http']}/hello/crash", timeout=10)
             assert failed.value.code == 500
+            served = stack.endpoints["remote_functions"]["HelloFunction"]  # what the ready file carries
+            assert served["endpoint"] == remote["HelloFunction"]
+            assert served["environment"] == stack.function_environment("HelloFunction")
+            assert served["environment"]["FIXTURE_LOG"] == str(tmp_path / "fixture.log")
+            assert served["environment"]["AWS_CA_BUNDLE"] == stack.endpoints["ca_bundle"]
     finally:
         server.shutdown()
+
+
+def test_a_remote_function_that_overruns_its_timeout_fails_at_the_deadline(tmp_path):
+    answer = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            answer.wait(10)  # past the 0.3 s timeout: answers only once the test is done
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    spec = FunctionSpec("SlowFunction", "slow", "h.h", tmp_path, {}, timeout=0.3)
+    function = RemoteFunction(spec, f"http://127.0.0.1:{server.server_address[1]}", StackLog())
+    try:
+        started = time.monotonic()
+        invocation = function.invoke({})
+        took = time.monotonic() - started
+    finally:
+        answer.set()
+        function.close()
+        server.shutdown()
+    assert invocation.error == {"errorType": "Sandbox.Timedout", "errorMessage": "Task timed out after 0.30 seconds"}
+    assert 0.3 <= took < 1.0
 
 
 def test_unknown_remote_function_is_a_clear_error(tmp_path):

@@ -260,7 +260,7 @@ class LocalStack:
         for name, spec in specs.items():
             function: Function
             if name in self.options.remote_functions:
-                function = RemoteFunction(spec, self.options.remote_functions[name], self.log)
+                function = RemoteFunction(spec, self.options.remote_functions[name], self.log, self.options.concurrency)
             elif runtime_family(spec) == "node":
                 assert node is not None
                 function = NodeFunction(spec, self.log, node, base, self.options.concurrency, _REGION)
@@ -405,7 +405,7 @@ class LocalStack:
             shutil.rmtree(self._temporary_tls_dir, ignore_errors=True)
             self._temporary_tls_dir = None
         for function in self.functions.values():
-            if isinstance(function, InProcessFunction | NodeFunction | FaultyFunction):
+            if isinstance(function, InProcessFunction | NodeFunction | RemoteFunction | FaultyFunction):
                 function.close()
         if self.dynamodb:
             self.dynamodb.stop()
@@ -445,6 +445,9 @@ class LocalStack:
             "log_dir": str(self.options.log_dir) if self.options.log_dir else None,
             "schedules": [s.rule_name for s in self.deployment.schedules],
             "faults_started_at": self.faults_started_at,
+            # What whoever serves a --function needs: its endpoint, and the variables it would get here.
+            "remote_functions": {name: {"endpoint": endpoint, "environment": self.function_environment(name)}
+                                 for name, endpoint in sorted(self.options.remote_functions.items())},
         }
 
     def write_ready_file(self, path: Path) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .logs import StackLog
-from .runtime import FunctionSpec, Invocation, invocation_cut, to_json
+from .runtime import FunctionSpec, Invocation, time_limit, timed_out, to_json
 
 HOST_SCRIPT = Path(__file__).resolve().parent / "node_host" / "host.js"
 # Host variables a node process needs besides the function's environment (Lambda's is clean).
@@ -200,8 +200,7 @@ class NodeFunction:
         invocation = Invocation(request_id, self.spec.name)
         self.log.function_line(self.spec.name, request_id, f"START RequestId: {request_id} Version: $LATEST")
         started = time.monotonic()
-        cut = invocation_cut.get()
-        limit = self.spec.timeout if cut is None else min(cut, self.spec.timeout)
+        limit, cut = time_limit(self.spec)
         try:
             payload = json.loads(to_json(event))
             with self.slots:
@@ -222,9 +221,8 @@ class NodeFunction:
                     else:
                         invocation.payload = reply.get("payload")
                 except TimeoutError:
-                    invocation.cut = cut is not None and cut < self.spec.timeout
-                    invocation.error = {"errorType": "Sandbox.Timedout",
-                                        "errorMessage": f"Task timed out after {limit:.2f} seconds"}
+                    invocation.cut = cut
+                    invocation.error = timed_out(limit)
                 except HostExited as exc:
                     invocation.error = {"errorType": "Runtime.ExitError",
                                         "errorMessage": f"RequestId: {request_id} Error: {exc}"}

@@ -47,6 +47,20 @@ def _submit_in_context(self: ThreadPoolExecutor, fn: Callable[..., Any], /, *arg
     return _plain_submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
 
 
+def timed_out(limit: float) -> dict[str, str]:
+    """The error Lambda reports for an invocation that overran its ``limit`` (seconds): ``Sandbox.Timedout``
+    with "Task timed out after N.NN seconds" (as the Lambda runtime's log and the Invoke API's
+    function error give it)."""
+    return {"errorType": "Sandbox.Timedout", "errorMessage": f"Task timed out after {limit:.2f} seconds"}
+
+
+def time_limit(spec: FunctionSpec) -> tuple[float, bool]:
+    """Seconds an invocation of ``spec`` may run now, and whether an injected fault (``invocation_cut``)
+    set it shorter than the function's own timeout."""
+    cut = invocation_cut.get()
+    return (spec.timeout, False) if cut is None or cut >= spec.timeout else (cut, True)
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     logical_id: str
@@ -140,13 +154,11 @@ class InProcessFunction:
             future = self.executor.submit(contextvars.copy_context().run, self._run, handler, payload, context)
             # Wait first, then look: a handler may itself raise TimeoutError, which must not pass for
             # the runtime's timeout (concurrent.futures.TimeoutError is the same class).
-            cut = invocation_cut.get()
-            limit = self.spec.timeout if cut is None else min(cut, self.spec.timeout)
+            limit, cut = time_limit(self.spec)
             done, _ = wait([future], timeout=limit)
             if not done:
-                invocation.cut = cut is not None and cut < self.spec.timeout
-                invocation.error = {"errorType": "Sandbox.Timedout",
-                                    "errorMessage": f"Task timed out after {limit:.2f} seconds"}
+                invocation.cut = cut
+                invocation.error = timed_out(limit)
             else:
                 invocation.payload = future.result()
         except Exception as exc:
@@ -160,14 +172,27 @@ class InProcessFunction:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-@dataclass
 class RemoteFunction:
     """A function served by anything that speaks the Lambda Invoke API (``sam local start-lambda``,
-    the runtime interface emulator, a handler in another language)."""
+    the runtime interface emulator, a handler in another language).
 
-    spec: FunctionSpec
-    endpoint: str
-    log: StackLog
+    Its timeout is enforced here, as Lambda does: an invocation with no answer by the deadline
+    (the template's ``Timeout``, or an injected cut) is reported ``Sandbox.Timedout`` at the
+    deadline; the request itself is left to finish (or fail) in its thread, which gives up
+    ``_GRACE`` seconds later. ``concurrency`` invocations at a time, as in-process."""
+
+    _GRACE = 5.0  # seconds a request may outlive its deadline before its thread stops waiting
+
+    def __init__(self, spec: FunctionSpec, endpoint: str, log: StackLog, concurrency: int = 16) -> None:
+        self.spec = spec
+        self.endpoint = endpoint
+        self.log = log
+        self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"{spec.logical_id}-remote")
+
+    def _call(self, request: urllib.request.Request, timeout: float) -> tuple[bytes, str | None, str | None]:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return (response.read(), response.headers.get("x-amzn-RequestId"),
+                    response.headers.get("X-Amz-Function-Error"))
 
     def invoke(self, event: dict[str, Any]) -> Invocation:
         url = f"{self.endpoint.rstrip('/')}/2015-03-31/functions/{self.spec.name}/invocations"
@@ -175,18 +200,26 @@ class RemoteFunction:
                                          headers={"Content-Type": "application/json"})
         invocation = Invocation(str(uuid.uuid4()), self.spec.name)
         started = time.monotonic()
+        limit, cut = time_limit(self.spec)
         try:
-            with urllib.request.urlopen(request, timeout=self.spec.timeout + 5) as response:
-                body = response.read()
-                invocation.request_id = response.headers.get("x-amzn-RequestId") or invocation.request_id
-                function_error = response.headers.get("X-Amz-Function-Error")
-            decoded = json.loads(body) if body else None
-            if function_error:
-                invocation.error = decoded if isinstance(decoded, dict) else {"errorType": function_error}
+            future = self.executor.submit(self._call, request, limit + self._GRACE)
+            done, _ = wait([future], timeout=limit)
+            if not done:
+                invocation.cut = cut
+                invocation.error = timed_out(limit)
             else:
-                invocation.payload = decoded
+                body, request_id, function_error = future.result()
+                invocation.request_id = request_id or invocation.request_id
+                decoded = json.loads(body) if body else None
+                if function_error:
+                    invocation.error = decoded if isinstance(decoded, dict) else {"errorType": function_error}
+                else:
+                    invocation.payload = decoded
         except (urllib.error.URLError, OSError, ValueError) as exc:
             invocation.error = {"errorType": "InvokeFailed", "errorMessage": f"{url}: {exc}"}
         invocation.duration_ms = (time.monotonic() - started) * 1000
         self.log.invocation(invocation)
         return invocation
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
