@@ -24,6 +24,8 @@ from typing import Any
 from . import run_shape
 from .cli import UsageError
 from .faults.profile import ProfileError, load_profile
+from .stack.cli import POSITIVE_INT, check_functions, check_parameters
+from .stack.local_stack import DEFAULT_TEMPLATE
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "scenarios" / "relay.py"
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
@@ -39,6 +41,12 @@ def add_parser(sub: Any) -> None:
                        help="`local` (the embedded local stack, the default) or the relay's ws:// or wss:// URL")
     chaos.add_argument("--ping-url", default="", help="with a --target: the relay's GET /ping URL")
     chaos.add_argument("--template", type=Path, help="with --target local: the SAM template of the relay to run")
+    chaos.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
+                       help="with --target local: a template parameter of the local stack (repeatable, as `up`)")
+    chaos.add_argument("--function", action="append", default=[], metavar="NAME=URL",
+                       help="with --target local: serve function NAME from a Lambda Invoke API endpoint (repeatable)")
+    chaos.add_argument("--concurrency", type=POSITIVE_INT,
+                       help="with --target local: concurrent invocations per function (as `up`)")
     chaos.add_argument("--out", type=Path, help="the run's folder (default: reports/<time>-...)")
     for key, kind in (("users", int), ("spawn_rate", float), ("duration", float), ("session_size", str),
                       ("cleanup_wait", float)):
@@ -65,17 +73,27 @@ def locust_command(args: argparse.Namespace, shape: dict[str, Any], seed: int) -
         command += ["--host", args.target]
     if args.ping_url:
         command += ["--ping-url", args.ping_url]
-    if args.template:
-        command += ["--template", str(args.template)]
+    command += _stack_words(args)
     if args.out:
         command += ["--run-dir", str(args.out)]
     return command
 
 
+def _stack_words(args: argparse.Namespace) -> list[str]:
+    """The local stack's options, as both the Locust run and ``chaos`` spell them."""
+    words = ["--template", str(args.template)] if args.template else []
+    for option in ("parameter", "function"):
+        for value in getattr(args, option):
+            words += [f"--{option}", value]
+    if args.concurrency is not None:
+        words += ["--concurrency", str(args.concurrency)]
+    return words
+
+
 def replay_command(args: argparse.Namespace, seed: int) -> str:
     """The ``relay-harness chaos`` command that repeats this run's fault decisions."""
-    words = ["relay-harness", "chaos", "--profile", args.profile, "--seed", str(seed)]
-    for option in ("target", "ping_url", "template", "users", "spawn_rate", "duration", "session_size",
+    words = ["relay-harness", "chaos", "--profile", args.profile, "--seed", str(seed), *_stack_words(args)]
+    for option in ("target", "ping_url", "users", "spawn_rate", "duration", "session_size",
                    "cleanup_wait"):
         value = getattr(args, option)
         if value not in (None, "", "local"):
@@ -92,8 +110,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.target != "local" and not args.target.startswith(("ws://", "wss://")):
         raise UsageError(f"--target {args.target!r}: give `local` or the relay's ws:// or wss:// URL")
-    if args.template and args.target != "local":
-        raise UsageError("--template runs a relay on the local stack: leave out --target")
+    if (args.template or args.parameter or args.function or args.concurrency is not None) and args.target != "local":
+        raise UsageError("--template, --parameter, --function and --concurrency configure the local stack: "
+                         "leave out --target")
+    if args.target == "local":  # as `up` checks them, before anything starts
+        check_parameters(args.template or DEFAULT_TEMPLATE, args.parameter)
+        check_functions(args.function)
     overrides = {key: getattr(args, key) for key in run_shape.DEFAULTS if getattr(args, key) is not None}
     for key, value in overrides.items():  # the profile's own shape was validated as it was loaded
         try:

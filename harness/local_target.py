@@ -247,11 +247,17 @@ class LocalTarget:
 
     def __init__(self, run_dir: Path, *, seed: int, profile: str | None, upstream: str | None = None,
                  short_expiry: bool = False, template: str | None = None,
-                 sample_interval: float = RESOURCE_SAMPLE_INTERVAL) -> None:
+                 parameters: dict[str, str] | None = None, functions: dict[str, str] | None = None,
+                 concurrency: int | None = None, sample_interval: float = RESOURCE_SAMPLE_INTERVAL) -> None:
         self.run_dir = run_dir
         self.sample_interval = sample_interval  # seconds; 0: no resources.jsonl
         self.template = template
         self.short_expiry = short_expiry
+        # As `up --parameter` (the user's and the short expiries, harness/stack/short_expiry.py),
+        # `up --function` and `up --concurrency`; None: up's default.
+        self.parameters = dict(parameters or {})
+        self.functions = dict(functions or {})
+        self.concurrency = concurrency
         self.seed = seed
         self.profile = profile
         self.upstream = upstream  # None: bring up the local stack
@@ -279,6 +285,27 @@ class LocalTarget:
                                      str(self.run_dir / f"{name}.json")],
                                     stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
+    def up_args(self) -> list[str]:
+        """The ``relay-harness up`` arguments of the stack (without the store's own process, which
+        only a run with kills has); a restart after a kill reuses them."""
+        args = ["up", "--quiet", "--log-dir", str(self.run_dir)]
+        if self.template:
+            args += ["--template", self.template]
+        for name, value in self.parameters.items():
+            args += ["--parameter", f"{name}={value}"]
+        for name, url in self.functions.items():
+            args += ["--function", f"{name}={url}"]
+        if self.concurrency is not None:
+            args += ["--concurrency", str(self.concurrency)]
+        if self.short_expiry:
+            # With the short expiries among the parameters, a 5 s clean-up, so that a run can wait
+            # for its clean-up window (--cleanup-wait) in about a minute and a half.
+            args += ["--schedule-interval", "5"]
+        if self.profile:  # the seams behind the gateway; the proxy serves the wire seam
+            args += ["--profile", self.profile, "--seed", str(self.seed),
+                     "--fault-log", str(self.run_dir / "faults.jsonl")]
+        return args
+
     def _start(self, args: list[str], name: str, timeout: float) -> dict[str, Any]:
         process = self._spawn(args, name)
         self.processes.append(process)
@@ -290,19 +317,7 @@ class LocalTarget:
         try:
             if self.upstream is None:
                 self.kills = kill_rules(self.profile)
-                args = ["up", "--quiet", "--log-dir", str(self.run_dir)]
-                if self.template:
-                    args += ["--template", self.template]
-                if self.short_expiry:
-                    # The reference relay's shortest expiries and a 5 s clean-up, so that a run can
-                    # wait for its clean-up window (--cleanup-wait) in about a minute and a half.
-                    for parameter in ("ConnectionExpirySeconds=30", "MemberExpirySeconds=30",
-                                      "SessionExpirySeconds=60"):
-                        args += ["--parameter", parameter]
-                    args += ["--schedule-interval", "5"]
-                if self.profile:  # the seams behind the gateway; the proxy serves the wire seam
-                    args += ["--profile", self.profile, "--seed", str(self.seed),
-                             "--fault-log", str(self.run_dir / "faults.jsonl")]
+                args = self.up_args()
                 if self.kills:  # the store outlives the stack, and so do the streams' positions
                     self.dynamodb = self._start(["dynamodb", "--port", "0"], "dynamodb", timeout)
                     args += ["--dynamodb-endpoint", self.dynamodb["dynamodb"],

@@ -47,8 +47,10 @@ from .progress import SAFETY_CHECKS, FaultCount, LiveLine, ProvisionalCheck, Sna
 from .proxy.cli import fault_specs
 from .report.build import EXIT_HARNESS_FAILED, build_report, verdict_line, write_atomic
 from .run_shape import ShapeError, session_sizes
-from .stack.cli import check_template
+from .stack.cli import POSITIVE_INT, check_functions, check_parameters, check_template
 from .stack.local_stack import DEFAULT_TEMPLATE
+from .stack.short_expiry import ExpiryError, shorten
+from .stack.template import TemplateError
 
 HISTORY_MESSAGE = "relay_history"  # worker -> master: {"records": [...], "sent": running total, "final": bool}
 FINAL_REQUEST = "relay_history_final"  # master -> worker: stop your players and send your last batch
@@ -68,6 +70,10 @@ class RunState:
         self.target: LocalTarget | None = None
         self.run_dir: Path | None = None
         self.info: dict[str, Any] = {}  # run.json
+        # The embedded stack's `up` options (run.json "stack_options"): --parameter values (the user's
+        # and the short expiries), the short ones alone, the expiry settings in force (None: unknown),
+        # --function endpoints, --concurrency.
+        self.stack_options: dict[str, Any] = {}
         self.seed = 0
         self.started_at = time.time()
         self.test_started: float | None = None
@@ -108,6 +114,15 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--heartbeat-interval", type=float, default=7.0, help="seconds between heartbeats")
     group.add_argument("--template", default="", help="with no --host: the SAM template of the relay to run on the "
                                                       "local stack (default: the reference relay)")
+    group.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
+                       help="with no --host: a template parameter of the local stack (repeatable; as `relay-harness "
+                            "up --parameter`; wins over --short-expiry's values)")
+    group.add_argument("--function", action="append", default=[], metavar="NAME=URL",
+                       help="with no --host: serve function NAME from a Lambda Invoke API endpoint (repeatable; as "
+                            "`relay-harness up --function`)")
+    group.add_argument("--concurrency", type=POSITIVE_INT, default=None,
+                       help="with no --host: concurrent invocations per function on the local stack (as "
+                            "`relay-harness up --concurrency`)")
     group.add_argument("--run-dir", default="", help="folder for this run's files (default: reports/<time>-...)")
     group.add_argument("--cleanup-wait", type=float, default=0.0,
                        help="after the run, wait this long before scanning the store for leftovers (the local "
@@ -157,6 +172,10 @@ def _check_options(environment: Environment) -> Profile | None:
             check_template(Path(options.template))
         except UsageError as exc:
             _fail(str(exc))
+    if not host:
+        _check_stack_options(options)
+    elif options.parameter or options.function or options.concurrency is not None:
+        _fail("--parameter, --function and --concurrency configure the local stack: leave out --host")
     if not options.chaos_profile:
         return None
     try:
@@ -170,6 +189,32 @@ def _check_options(environment: Environment) -> Profile | None:
         options.seed = profile.seed
     RUN.faults_end_s = faults_end_s(profile)
     return profile
+
+
+def _check_stack_options(options: Any) -> None:
+    """The embedded stack's --parameter, --function, --concurrency and short expiries, into
+    ``RUN.stack_options``; one line and exit 2 for a bad one (as `up` would say it)."""
+    template = Path(options.template) if options.template else DEFAULT_TEMPLATE
+    try:
+        given = check_parameters(template, options.parameter)
+        functions = check_functions(options.function)
+    except UsageError as exc:
+        _fail(str(exc))
+    shortened: dict[str, str] = {}
+    expiries: dict[str, float] | None = None
+    if options.short_expiry or options.cleanup_wait > 0:
+        try:
+            shortened, found = shorten(template, given)
+        except (ExpiryError, TemplateError) as exc:
+            _fail(str(exc))
+        expiries = {name: float({**shortened, **given}[name]) for name in found} or None
+        kept = {name: given[name] for name in found if name in given}
+        print("relay-harness: short expiries: " + (", ".join(f"{k}={v} s" for k, v in shortened.items()) or "none")
+              + (f" (yours kept: {', '.join(f'{k}={v}' for k, v in kept.items())})" if kept else "")
+              + ("" if found else "; the template has no expiry parameter, the relay runs with your --parameter "
+                                 "values"), flush=True)
+    RUN.stack_options = {"parameters": {**given, **shortened}, "shortened": shortened, "expiries_s": expiries,
+                         "functions": functions, "concurrency": options.concurrency}
 
 
 def _rules(options: Any) -> str:
@@ -210,7 +255,11 @@ def on_init(environment: Environment, **_: Any) -> None:
     if not host or options.chaos_profile:
         RUN.target = LocalTarget(RUN.run_dir, seed=options.seed, profile=options.chaos_profile or None,
                                  upstream=host or None, short_expiry=options.short_expiry or options.cleanup_wait > 0,
-                                 template=options.template or None, sample_interval=options.sample_interval)
+                                 template=options.template or None,
+                                 parameters=RUN.stack_options.get("parameters"),
+                                 functions=RUN.stack_options.get("functions"),
+                                 concurrency=RUN.stack_options.get("concurrency"),
+                                 sample_interval=options.sample_interval)
         try:
             RUN.target.start()
         except TargetError as exc:
@@ -223,7 +272,9 @@ def on_init(environment: Environment, **_: Any) -> None:
     RUN.info = {"seed": RUN.seed, "profile": profile_name or None, "host": environment.host,
                 "ping_url": options.ping_url or None, "started": RUN.started_at, "command": sys.argv,
                 "session_sizes": session_sizes(options.session_size), "rules": _rules(options),
-                "stack": RUN.target.stack if RUN.target else None, "proxy": RUN.target.proxy if RUN.target else None,
+                "stack": RUN.target.stack if RUN.target else None,
+                "stack_options": RUN.stack_options if RUN.target and RUN.target.stack else None,
+                "proxy": RUN.target.proxy if RUN.target else None,
                 "resource_sampling": RUN.target.sampling if RUN.target else None,
                 "leaks": profile.leaks.as_dict() if profile and profile.leaks else None}
     write_atomic(RUN.run_dir / "run.json", json.dumps(RUN.info, indent=2))

@@ -29,6 +29,8 @@ def _faults(path: Path) -> list[dict]:
     (["--profile", "smoke", "--target", "http://127.0.0.1:9"], "--target 'http://127.0.0.1:9': give `local`"),
     (["--profile", "smoke", "--target", "ws://127.0.0.1:9", "--template", "t.yaml"], "leave out --target"),
     (["--profile", "smoke", "--users", "many"], "argument --users: invalid int value"),
+    (["--profile", "smoke", "--parameter", "Nope=1"], "--parameter Nope: template "),
+    (["--profile", "smoke", "--concurrency", "0"], "argument --concurrency: 0 must be at least 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
     done = subprocess.run([*CHAOS, *args, "--out", str(tmp_path / "run")], cwd=ROOT, capture_output=True,

@@ -158,6 +158,16 @@ def test_bad_options_are_refused_before_anything_is_created(tmp_path):
     assert not (tmp_path / "run1").exists() and not (tmp_path / "run2").exists()
 
 
+def test_a_template_whose_expiries_cannot_be_shortened_is_refused_before_anything_starts(tmp_path):
+    template = ROOT / "tests" / "fixtures" / "stack_template.yaml"
+    line = _refused(["--template", str(template), "--cleanup-wait", "90", "--run-dir", str(tmp_path / "run")],
+                    tmp_path)
+    assert line == (f"relay-harness: the local stack cannot shorten the expiries of {template}: it has no Number "
+                    "parameter named like an expiry or TTL (its parameters: FixtureLog, StageName); pass --parameter "
+                    "NAME=SECONDS for the relay's expiry settings, or leave out --cleanup-wait/--short-expiry")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_store_that_is_gone_is_reported_unavailable_not_raised(tmp_path):
     exited = subprocess.Popen([sys.executable, "-c", "pass"])
     exited.wait(timeout=30)

@@ -1,5 +1,11 @@
 """Clean-up: after the run and the clean-up window, no connection, member or session records are
-left in the store, and the clean-up schedule has turned itself off."""
+left in the store, and the clean-up schedule has turned itself off.
+
+The window must outlast the relay's expiries: with the expiry settings in force known (run.json
+``stack_options.expiries_s``, whatever the template names them), a window no longer than the longest
+skips the check instead of blaming records that had not expired yet; unknown (a foreign template
+with no parameter named like an expiry), the leftovers are judged against the window alone, and a
+note says so."""
 
 from __future__ import annotations
 
@@ -21,6 +27,16 @@ def check(run: Run) -> CheckResult:
         result.skipped = ("the run did not wait for the clean-up window; run with --cleanup-wait SECONDS (longer "
                           "than the relay's expiry times) to check it")
         return result
+    wait = store["cleanup_wait_s"]
+    if run.expiries_s:
+        name, longest = max(run.expiries_s.items(), key=lambda item: item[1])
+        if wait <= longest:
+            result.skipped = (f"the run waited {wait:g} s for the clean-up, no longer than the relay's longest expiry "
+                              f"in force ({name}={longest:g} s); run with --cleanup-wait above {longest:g}")
+            return result
+    elif run.expiries_unknown:
+        result.notes.append(f"the relay's expiry settings in force are not known (no template parameter named like "
+                            f"an expiry): leftovers are judged against the {wait:g} s wait alone")
     for table, items in (store.get("tables") or {}).items():
         result.checked += 1  # a table scanned and found empty is a check that passed
         for item in items:

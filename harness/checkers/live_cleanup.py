@@ -7,6 +7,12 @@ its session (SESSION_END) unless a member of that session sent END_SESSION.
 relay does) still leaves 15 s after any answered HEARTBEAT. Endings a fault on that client's
 socket could have caused (a reset, a close, a damaged frame...) are explained, not violations.
 
+With the relay's expiry settings in force known (run.json ``stack_options.expiries_s``; a template
+may name them as it likes), a socket is live for a third of the shortest of them when that is less
+than 10 s (an expiry a user set below the protocol's 30 s), and the 30 s below is that shortest.
+When the user set the stack's parameters and none is known as an expiry, the protocol's figures
+are assumed, and a note says so.
+
 What counts as checked: sockets that were live while the clean-up function ran (invocations of a
 function whose name contains "cleanup"); with no invocation log (a relay the harness did not
 start), sockets that were live for longer than the shortest connection expiry (30 s).
@@ -33,12 +39,14 @@ def check(run: Run) -> CheckResult:
         if record["op"] == "end" and record["phase"] in ("invoke", "ok") and record.get("session"):
             ended_by_member[record["session"]] = min(ended_by_member[record["session"]], float(record["t"]))
     horizon = load_end(run)
-    live = LIVE_S * 1000
+    expiries = run.expiries_s or {}
+    shortest = min([SHORTEST_EXPIRY_S, *expiries.values()])
+    live = min(LIVE_S, shortest / 3) * 1000
     for socket in sockets(run):
         beats = [float(r["t"]) for r in socket.received("HEARTBEAT")]
         if not beats:
             continue
-        if _live_across_cleanup(socket, beats, cleanups, horizon):
+        if _live_across_cleanup(socket, beats, cleanups, horizon, live, shortest):
             result.checked += 1
         ending = _ending(socket)
         if ending is None or float(ending["t"]) > horizon:
@@ -59,14 +67,21 @@ def check(run: Run) -> CheckResult:
                           excerpt([answered, ending]), faults)
         (result.explained if faults else result.violations).append(finding)
     if not cleanups and result.checked:
-        result.notes.append(f"no clean-up invocations logged: counted sockets live for over {SHORTEST_EXPIRY_S:.0f} s")
+        result.notes.append(f"no clean-up invocations logged: counted sockets live for over {shortest:g} s")
+    if live < LIVE_S * 1000:
+        result.notes.append(f"a live socket is one answered within the last {live / 1000:g} s: the shortest expiry "
+                            f"in force is {min(expiries, key=expiries.__getitem__)}={shortest:g} s")
+    if run.expiries_unknown:
+        result.notes.append("the relay's expiry settings in force are not known (no template parameter named like an "
+                            f"expiry): the protocol's shortest ({SHORTEST_EXPIRY_S:g} s) is assumed")
     return result
 
 
-def _live_across_cleanup(socket: Socket, beats: list[float], cleanups: list[float], horizon: float) -> bool:
+def _live_across_cleanup(socket: Socket, beats: list[float], cleanups: list[float], horizon: float, live: float,
+                         shortest: float) -> bool:
     if cleanups:
-        return any(socket.open_at(c) and any(c - LIVE_S * 1000 <= b <= c for b in beats) for c in cleanups)
-    return min(socket.closed, horizon) - socket.opened > SHORTEST_EXPIRY_S * 1000
+        return any(socket.open_at(c) and any(c - live <= b <= c for b in beats) for c in cleanups)
+    return min(socket.closed, horizon) - socket.opened > shortest * 1000
 
 
 def _ending(socket: Socket) -> Record | None:

@@ -152,6 +152,20 @@ class Run:
                    info=json.loads(info_path.read_text()) if info_path.exists() else {},
                    resources=_read_jsonl(run_dir / "resources.jsonl"))
 
+    @property
+    def expiries_s(self) -> dict[str, float] | None:
+        """The relay's expiry settings in force on the embedded stack (parameter -> seconds), as the run
+        set them (run.json ``stack_options``, harness/stack/short_expiry.py); None when not known: no
+        short expiries, a template with no parameter named like one, or a relay run elsewhere."""
+        return (self.info.get("stack_options") or {}).get("expiries_s") or None
+
+    @property
+    def expiries_unknown(self) -> bool:
+        """The user set the embedded stack's parameters, and none of them is known as an expiry: the
+        relay's expiries in force may differ from what the protocol says, and this harness cannot tell."""
+        options = self.info.get("stack_options") or {}
+        return bool(options.get("parameters")) and not options.get("expiries_s")
+
     def __post_init__(self) -> None:
         self.rules: str = self.info.get("rules") if self.info.get("rules") in RULE_SETS else "protocol"
         self.by_client: dict[str, list[Record]] = defaultdict(list)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -18,7 +19,7 @@ from .dynamodb import DynamoDBUnavailable, LocalDynamoDB
 from .local_stack import DEFAULT_TEMPLATE, LocalStack, StackError, StackOptions
 from .ports import PortInUse
 from .stream_source import write_json_atomic
-from .template import TemplateError
+from .template import Template, TemplateError
 from .websocket_api import Quotas
 
 
@@ -47,7 +48,7 @@ def _at_least(low: float, kind: type = float, *, above: bool = False) -> Callabl
 _PORT = _at_least(0, int)
 _SECONDS = _at_least(0)
 _POSITIVE_SECONDS = _at_least(0, above=True)
-_POSITIVE_INT = _at_least(1, int)
+POSITIVE_INT = _at_least(1, int)
 
 
 def check_template(path: Path) -> None:
@@ -63,6 +64,34 @@ def check_template(path: Path) -> None:
         raise UsageError(f"template {path} is not YAML: {exc.problem}{where}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UsageError(f"template {path} is not YAML: {' '.join(str(exc).split())}") from None
+
+
+def check_parameters(path: Path, values: list[str]) -> dict[str, str]:
+    """``--parameter NAME=VALUE`` values as a dict; UsageError (one line) for a malformed one or a NAME
+    the template at ``path`` does not declare (CloudFormation refuses those too), listing the
+    declared ones. The template is assumed to pass ``check_template``."""
+    given = _pairs(values, "--parameter")
+    try:
+        declared = Template.load(path).body.get("Parameters") or {}
+    except TemplateError as exc:
+        raise UsageError(str(exc)) from None
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise UsageError(f"--parameter {', '.join(unknown)}: template {path} declares no such parameter "
+                         f"(its parameters: {', '.join(declared) or 'none'})")
+    return given
+
+
+def check_functions(values: list[str]) -> dict[str, str]:
+    """``--function NAME=URL`` values as a dict; UsageError (one line) for a malformed one or a URL
+    that is not http(s)://HOST[:PORT] (the Lambda Invoke API's endpoint). Whether the template
+    defines NAME is checked as the stack loads it (a function may depend on its conditions)."""
+    functions = _pairs(values, "--function")
+    for name, url in functions.items():
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"--function {name}={url}: give the Invoke API's URL, e.g. {name}=http://127.0.0.1:3001")
+    return functions
 
 
 def add_parser(sub: Any) -> None:
@@ -92,10 +121,10 @@ def add_parser(sub: Any) -> None:
     up.add_argument("--idle-timeout", type=_POSITIVE_SECONDS, default=600.0, help="seconds (API Gateway: 600)")
     up.add_argument("--max-connection-duration", type=_POSITIVE_SECONDS, default=7200.0,
                     help="seconds (API Gateway: 7200)")
-    up.add_argument("--max-message-bytes", type=_POSITIVE_INT, default=128 * 1024, help="bytes (API Gateway: 131072)")
-    up.add_argument("--max-frame-bytes", type=_POSITIVE_INT, default=32 * 1024,
+    up.add_argument("--max-message-bytes", type=POSITIVE_INT, default=128 * 1024, help="bytes (API Gateway: 131072)")
+    up.add_argument("--max-frame-bytes", type=POSITIVE_INT, default=32 * 1024,
                     help="bytes per WebSocket frame, both ways (API Gateway: 32768)")
-    up.add_argument("--concurrency", type=_POSITIVE_INT, default=16,
+    up.add_argument("--concurrency", type=POSITIVE_INT, default=16,
                     help="concurrent invocations per function (more WebSocket messages wait in the gateway)")
     up.add_argument("--quiet", action="store_true", help="do not echo the stack log to stderr")
     up.add_argument("--profile", help="chaos profile (NAME or FILE.toml) whose invocation, store and management "
@@ -135,7 +164,7 @@ def run_up(args: argparse.Namespace) -> int:
         management_port=args.management_port, management_https_port=args.management_https_port,
         dynamodb_port=args.dynamodb_port,
         dynamodb_endpoint=args.dynamodb_endpoint, stack_name=args.stack_name,
-        parameters=_pairs(args.parameter, "--parameter"), remote_functions=_pairs(args.function, "--function"),
+        parameters=check_parameters(args.template, args.parameter), remote_functions=check_functions(args.function),
         log_dir=args.log_dir, echo=None if args.quiet else sys.stderr, ttl_delay=args.ttl_delay,
         schedule_interval=args.schedule_interval, concurrency=args.concurrency,
         quotas=Quotas(args.max_message_bytes, args.idle_timeout, args.max_connection_duration,
