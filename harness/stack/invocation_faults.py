@@ -10,7 +10,8 @@ plan for a rule matching the function, the event's source (``websocket``, ``http
 - ``timeout``: reported timed out after ``after_ms``; from then on the handler's AWS calls are
   refused (Lambda freezes it), so exactly its work up to that point happened. Honoured part-way by
   in-process functions, exactly by Node.js functions (their process is killed at the cut); an
-  Invoke-API function runs to its end and is then reported timed out;
+  Invoke-API function is reported timed out at the cut, its handler running on where it is served
+  (the stack cannot stop it); one that answered before the cut is reported timed out all the same;
 - ``latency`` / ``cold_start``: the handler starts ``ms`` (+ seeded jitter) late;
 - ``throttle``: ``TooManyRequestsException`` without running the handler (event sources retry it).
 
@@ -32,7 +33,7 @@ from ..faults.plan import FaultPlan
 from .clock import clock_plan
 from .invocation_keys import INJECTED_ERRORS, EventIdentities, frozen_at, invocation_calls, invocation_key
 from .logs import StackLog
-from .runtime import Function, InProcessFunction, Invocation, invocation_cut
+from .runtime import Function, InProcessFunction, Invocation, invocation_cut, timed_out
 
 
 class FaultyFunction:
@@ -80,9 +81,8 @@ class FaultyFunction:
         if invocation.failed and not invocation.cut:
             return invocation  # it failed by itself: nothing was injected
         if rule.type == "timeout" and not invocation.cut:
-            invocation.cut = True  # an Invoke-API function ran to its end; report it timed out
-            invocation.error = {"errorType": "Sandbox.Timedout",
-                                "errorMessage": f"Task timed out after {rule.params['after_ms'] / 1000:.2f} seconds"}
+            invocation.cut = True  # it ended before the cut; report it timed out
+            invocation.error = timed_out(rule.params["after_ms"] / 1000)
         elif rule.type == "error_after":
             invocation.error = dict(INJECTED_ERRORS["error_after"])
         self.plan.record(rule, {**target, "request_id": invocation.request_id}, key)
