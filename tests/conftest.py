@@ -47,6 +47,22 @@ def relay_factory(local_dynamodb, management, local_ca, monkeypatch):
 
 
 @pytest.fixture
+def refuse_profile(tmp_path):
+    """``refuse_profile(toml_text, says)``: loading a profile of that text fails with exactly ``says``."""
+    import re
+
+    from harness.faults.profile import ProfileError, load_profile
+
+    def refuse(text: str, says: str) -> None:
+        path = tmp_path / "p.toml"
+        path.write_text(text)
+        with pytest.raises(ProfileError, match=re.escape(says)):
+            load_profile(str(path))
+
+    return refuse
+
+
+@pytest.fixture
 def relay(relay_factory) -> LocalRelay:
     return relay_factory()
 

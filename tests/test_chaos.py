@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from harness.checkers.model import number
-from harness.faults.profile import ProfileError, load_profile
 from tests.stack_support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,11 +45,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
     ("session_size = \"4-2\"", "session size '4-2' must be from 2 to 32 (N or A-B, A <= B)"),
     ("short_expiry = 1", "short_expiry must be true or false, not 1"),
 ])
-def test_a_profile_describing_a_bad_experiment_is_refused(tmp_path, entry, says):
-    path = tmp_path / "p.toml"
-    path.write_text(f"{entry}\n")
-    with pytest.raises(ProfileError, match=re.escape(says)):
-        load_profile(str(path))
+def test_a_profile_describing_a_bad_experiment_is_refused(refuse_profile, entry, says):
+    refuse_profile(f"{entry}\n", says)
 
 
 def test_smoke_passes_the_reference_relay_with_every_seam_injected_and_prints_its_replay(tmp_path):

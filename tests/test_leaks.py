@@ -17,7 +17,6 @@ import pytest
 
 from harness.checkers import CORE_CHECKS, leaks
 from harness.checkers.model import Run
-from harness.faults.profile import ProfileError, load_profile
 from harness.local_target import ResourceSampler
 from harness.report.build import build_report
 from tests.planted import planted_relay
@@ -142,11 +141,8 @@ def test_leaks_is_not_a_core_check():
     ("still_growing = 2", "[leaks] still_growing must be a number from 0 to 1, not 2"),
     ("span = 3", "[leaks]: unknown key 'span'; known: warmup_s, min_span_s"),
 ])
-def test_a_bad_leaks_table_is_one_line(tmp_path, table, says):
-    path = tmp_path / "p.toml"
-    path.write_text(f"[leaks]\n{table}\n")
-    with pytest.raises(ProfileError, match=re.escape(says)):
-        load_profile(str(path))
+def test_a_bad_leaks_table_is_one_line(refuse_profile, table, says):
+    refuse_profile(f"[leaks]\n{table}\n", says)
 
 
 def test_the_sampler_follows_a_role_and_its_children(tmp_path):
