@@ -3,7 +3,10 @@
 Each figure is printed with the baseline it is measured against in the same run, since these
 machines are noisy:
 - message deliveries/s through the stack (reference relay, 2-member sessions, load generator in
-  this process, stack in its own), against the same load generator on a bare WebSocket echo server;
+  this process, stack in its own), against the same load generator on a bare WebSocket echo server
+  (in its own process too);
+- the CPU time per delivered message of the stack (all its processes: gateway, functions, local
+  DynamoDB; from psutil, over the load window only) against the bare echo server's;
 - join -> SESSION_CONNECT latency p50/p95, against a bare WebSocket handshake to that echo server;
 - TransactWriteItems cost with 10,000 stream records against 100, on our local DynamoDB and on
   bare moto.
@@ -24,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +122,20 @@ async def _pair(url: str, join_times: list[float]) -> tuple:
     return first, second
 
 
-async def _load(url: str, sessions: int, rate: float, seconds: float, relay: bool) -> dict:
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and every process under it."""
+    total = 0.0
+    root = psutil.Process(pid)
+    for process in (root, *root.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+async def _load(url: str, sessions: int, rate: float, seconds: float, relay: bool, server_pid: int) -> dict:
     join_times: list[float] = []
     if relay:
         pairs = [await _pair(url, join_times) for _ in range(sessions)]
@@ -153,21 +170,48 @@ async def _load(url: str, sessions: int, rate: float, seconds: float, relay: boo
     senders = sockets[::2]  # one sender per session: each send is 2 deliveries
     readers = [asyncio.create_task(reader(ws)) for ws in sockets]
     started = time.perf_counter()
+    cpu_before = _cpu_s(server_pid)
     await asyncio.gather(*(sender(ws, rate / len(senders)) for ws in senders))
     elapsed = time.perf_counter() - started
+    server_cpu = _cpu_s(server_pid) - cpu_before
     await asyncio.sleep(1.0)  # a benchmark, not a test: let in-flight deliveries land
     for ws in sockets:
         await ws.close()
     for task in readers:
         task.cancel()
-    return {"deliveries_per_s": delivered / elapsed, "join_p50_ms": statistics.median(join_times) * 1000,
+    return {"deliveries_per_s": delivered / elapsed, "cpu_ms_per_delivery": server_cpu * 1000 / max(1, delivered),
+            "join_p50_ms": statistics.median(join_times) * 1000,
             "join_p95_ms": sorted(join_times)[int(len(join_times) * 0.95) - 1] * 1000}
 
 
-async def _echo_baseline(sessions: int, rate: float, seconds: float) -> dict:
+async def _serve_echo(ready: Path) -> None:
     async with websockets.serve(_echo, "127.0.0.1", 0, max_size=None) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        return await _load(f"ws://127.0.0.1:{port}", sessions, rate, seconds, relay=False)
+        ready.write_text(str(port))
+        await asyncio.Future()
+
+
+def _wait_for(path: Path, process: subprocess.Popen) -> str:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{process.args} did not start")
+        time.sleep(0.1)
+    return path.read_text()
+
+
+def _echo_baseline(sessions: int, rate: float, seconds: float) -> dict:
+    """The same load against a bare echo server in its own process (so its CPU can be measured)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ready = Path(tmp) / "port"
+        process = subprocess.Popen([sys.executable, __file__, "--echo-server", str(ready)])
+        try:
+            port = _wait_for(ready, process)
+            return asyncio.run(_load(f"ws://127.0.0.1:{port}", sessions, rate, seconds, relay=False,
+                                     server_pid=process.pid))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def stack_benchmark(quick: bool) -> list[tuple[str, str]]:
@@ -177,19 +221,19 @@ def stack_benchmark(quick: bool) -> list[tuple[str, str]]:
         process = subprocess.Popen([sys.executable, "-m", "harness", "up", "--quiet", "--ready-file", str(ready)],
                                    cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
         try:
-            deadline = time.monotonic() + 60
-            while not ready.exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            url = json.loads(ready.read_text())["websocket"]
-            through_stack = asyncio.run(_load(url, sessions, rate, seconds, relay=True))
+            url = json.loads(_wait_for(ready, process))["websocket"]
+            through_stack = asyncio.run(_load(url, sessions, rate, seconds, relay=True, server_pid=process.pid))
         finally:
             process.terminate()
             process.wait(timeout=30)
-    bare = asyncio.run(_echo_baseline(sessions, rate, seconds))
+    bare = _echo_baseline(sessions, rate, seconds)
+    cpu, bare_cpu = through_stack["cpu_ms_per_delivery"], bare["cpu_ms_per_delivery"]
     return [
         (f"deliveries/s ({rate:.0f} sends/s offered, {sessions} sessions of 2)",
          f"{through_stack['deliveries_per_s']:.0f} through the stack; bare echo {bare['deliveries_per_s']:.0f} "
          f"(x{through_stack['deliveries_per_s'] / bare['deliveries_per_s']:.2f})"),
+        ("CPU per delivered message",
+         f"{cpu:.2f} ms in the stack's processes; bare echo server {bare_cpu:.3f} ms (x{cpu / bare_cpu:.0f})"),
         ("join -> SESSION_CONNECT",
          f"p50 {through_stack['join_p50_ms']:.1f} ms, p95 {through_stack['join_p95_ms']:.1f} ms; bare handshake "
          f"p50 {bare['join_p50_ms']:.1f} ms (x{through_stack['join_p50_ms'] / bare['join_p50_ms']:.1f})"),
@@ -200,7 +244,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke check")
     parser.add_argument("--only", choices=["transactions", "stack"], help="run one part")
+    parser.add_argument("--echo-server", type=Path, help=argparse.SUPPRESS)  # the baseline's server process
     args = parser.parse_args()
+    if args.echo_server:
+        asyncio.run(_serve_echo(args.echo_server))
+        return
     rows = []
     if args.only in (None, "stack"):
         rows += stack_benchmark(args.quick)
