@@ -100,6 +100,7 @@ def transaction_benchmark(quick: bool) -> list[tuple[str, str]]:
 
 
 # ---- stack throughput and join latency -----------------------------------------------------------
+WARM_UP_S = 3.0
 async def _echo(websocket) -> None:
     async for message in websocket:
         await websocket.send(f'[{{"type":"MESSAGE","payload":{json.dumps(message)}}}]')
@@ -148,13 +149,16 @@ async def _load(url: str, sessions: int, rate: float, seconds: float, relay: boo
             join_times.append(time.perf_counter() - started)
     delivered = 0
     body = json.dumps({"action": "SEND_MESSAGE", "payload": "x" * 64})
-    stop_at = time.perf_counter() + seconds
+    # The same load for WARM_UP_S first, not counted: the stack's instances start (cold starts) as the
+    # load needs them, once; the figures are the steady state's.
+    count_from = time.perf_counter() + WARM_UP_S
+    stop_at = count_from + seconds
 
     async def reader(ws):
         nonlocal delivered
         try:
             async for frame in ws:
-                if time.perf_counter() < stop_at:
+                if count_from <= time.perf_counter() < stop_at:
                     delivered += frame.count('"MESSAGE"')
         except websockets.ConnectionClosed:
             pass
@@ -169,10 +173,11 @@ async def _load(url: str, sessions: int, rate: float, seconds: float, relay: boo
 
     senders = sockets[::2]  # one sender per session: each send is 2 deliveries
     readers = [asyncio.create_task(reader(ws)) for ws in sockets]
-    started = time.perf_counter()
+    sending = asyncio.gather(*(sender(ws, rate / len(senders)) for ws in senders))
+    await asyncio.sleep(count_from - time.perf_counter())
     cpu_before = _cpu_s(server_pid)
-    await asyncio.gather(*(sender(ws, rate / len(senders)) for ws in senders))
-    elapsed = time.perf_counter() - started
+    await sending
+    elapsed = time.perf_counter() - count_from
     server_cpu = _cpu_s(server_pid) - cpu_before
     await asyncio.sleep(1.0)  # a benchmark, not a test: let in-flight deliveries land
     for ws in sockets:

@@ -71,3 +71,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # Handlers under test must never reach real AWS, whatever the developer's shell has set.
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         os.environ.pop(key, None)
+
+
+@pytest.fixture(scope="session")
+def fork_server():
+    """Where Python functions made directly by a test (``PythonFunction``) fork their instances."""
+    from harness.stack.fork_server import ForkServer
+
+    server = ForkServer().start()
+    yield server
+    server.stop()

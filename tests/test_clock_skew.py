@@ -18,7 +18,8 @@ from harness.stack import clock
 from harness.stack.invocation_faults import EventIdentities, FaultyFunction
 from harness.stack.local_stack import LocalStack, StackOptions
 from harness.stack.logs import StackLog
-from harness.stack.runtime import FunctionSpec, InProcessFunction
+from harness.stack.python_runtime import PythonFunction
+from harness.stack.runtime import FunctionSpec
 from tests.stack_support import Client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,19 +46,18 @@ def _rule(at: float, span: float, ms: float) -> dict[str, Any]:
 
 
 @pytest.fixture
-def probe(tmp_path: Path) -> Any:
-    """An in-process probe function behind the invocation seam, with a plan skewing it by +90 s from
-    5 s to 15 s; the clock patch is installed for the test and removed after it."""
+def probe(tmp_path: Path, fork_server: Any) -> Any:
+    """A probe function (its instance a worker process) behind the invocation seam, with a plan
+    skewing it by +90 s from 5 s to 15 s."""
     (tmp_path / "skew_probe.py").write_text(PROBE)
     spec = FunctionSpec("Probe", "probe", "skew_probe.handler", tmp_path, {})
     log = StackLog()
     plan = FaultPlan([parse_rule(_rule(5, 10, SKEW_MS))], seed=1, log=FaultLog())
-    function = FaultyFunction(InProcessFunction(spec, log, 2), plan, log, EventIdentities())
-    clock.install()
+    function = FaultyFunction(PythonFunction(spec, log, {}, fork_server, 2, plan=plan, clock_skew=True), plan, log,
+                              EventIdentities())
     try:
         yield plan, function
     finally:
-        clock.uninstall()
         function.close()
 
 
@@ -95,13 +95,18 @@ def test_the_handler_clock_is_skewed_inside_the_span_only_and_the_stack_clock_ne
     assert all(abs(v) < 1.5 for k, v in _offsets(function).items() if k != "is_datetime")
 
 
-def test_a_negative_skew_and_a_function_without_the_rule(probe, tmp_path):
+def test_a_negative_skew_and_a_function_without_the_rule(probe, tmp_path, fork_server):
     plan, function = probe
     plan.rules = [parse_rule(_rule(0, 60, -SKEW_MS))]
     plan.start()
     assert _offsets(function)["time"] == pytest.approx(-SKEW_MS / 1000, abs=1.5)
-    unskewed = FaultyFunction(function.inner, FaultPlan([], 1, FaultLog()), function.log, EventIdentities())
-    assert abs(_offsets(unskewed)["time"]) < 1.5
+    empty = FaultPlan([], 1, FaultLog())
+    unskewed = FaultyFunction(PythonFunction(function.spec, function.log, {}, fork_server, 1, plan=empty), empty,
+                              function.log, EventIdentities())
+    try:
+        assert abs(_offsets(unskewed)["time"]) < 1.5
+    finally:
+        unskewed.close()
 
 
 def test_the_clock_is_patched_only_while_installed():
@@ -171,19 +176,11 @@ def test_relayed_and_pinned_message_times_are_the_skewed_relay_clock(tmp_path):
     assert event["requestContext"]["requestTimeEpoch"] / 1000 == pytest.approx(sent, abs=3)
 
 
-def test_no_rule_patches_nothing_and_an_invoke_api_function_is_named_once(tmp_path, capsys):
+def test_the_stacks_clock_is_never_patched_and_an_invoke_api_function_is_named_once(tmp_path, capsys):
     real_time = time.time
-    stack = LocalStack(StackOptions(log_dir=tmp_path, faults=FaultPlan([], 1, FaultLog())))
-    stack._install_clock_skew()
-    assert time.time is real_time and not stack._clock_skewed
-    stack.stop()
     skewed = _stack(tmp_path, SKEW_MS, remote_functions={"CleanupFunction": "http://127.0.0.1:9"})
-    skewed._install_clock_skew()
-    try:
-        assert time.time is not real_time
-        err = capsys.readouterr().err.strip().splitlines()
-        assert err == ["relay-harness: clock_skew cannot skew Invoke-API functions (--function): CleanupFunction "
-                       "keep their own clock"]
-    finally:
-        skewed.stop()
-    assert time.time is real_time
+    skewed._say_what_seams_miss()
+    assert time.time is real_time  # the skew lives in the functions' worker processes only
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["relay-harness: clock_skew cannot skew Invoke-API functions (--function): CleanupFunction "
+                   "keep their own clock"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,8 @@ from harness.stack import moto_fidelity
 from harness.stack.call_faults import CallFaults
 from harness.stack.invocation_keys import invocation_key
 from harness.stack.logs import StackLog, current_invocation
-from harness.stack.runtime import FunctionSpec, InProcessFunction
+from harness.stack.python_runtime import PythonFunction
+from harness.stack.runtime import FunctionSpec
 from harness.stack.stream_source import StreamEventSource, StreamMapping
 from harness.stack.streams import StreamReader
 from harness.stack.template import TableSpec
@@ -269,15 +269,16 @@ def test_an_injected_internal_server_error_is_still_a_500(local_dynamodb, table)
 BINARY = TableSpec("B", "binary", [{"AttributeName": "id", "KeyType": "HASH"}],
                    [{"AttributeName": "id", "AttributeType": "B"}], "NEW_AND_OLD_IMAGES", None)
 STREAM_PROBE = '''
-seen = []
+import json
 
 
 def handler(event, context):
-    seen.append(event)
+    with open("seen.json", "a") as seen:  # its instance runs in its own process, in this folder
+        seen.write(json.dumps(event) + "\\n")
 '''
 
 
-def test_binary_attributes_reach_lambda_as_base64_and_times_as_whole_seconds(local_dynamodb, tmp_path):
+def test_binary_attributes_reach_lambda_as_base64_and_times_as_whole_seconds(local_dynamodb, tmp_path, fork_server):
     local_dynamodb.reset()
     client = local_ddb.client(local_dynamodb.endpoint)
     arn = local_ddb.create_tables(client, [BINARY])["binary"]
@@ -287,14 +288,14 @@ def test_binary_attributes_reach_lambda_as_base64_and_times_as_whole_seconds(loc
         "id": {"B": raw}, "b": {"B": raw}, "set": {"BS": [raw]},
         "deep": {"M": {"list": {"L": [{"B": raw}, {"M": {"b": {"B": raw}}}]}}}})
     (tmp_path / "binary_stream_probe.py").write_text(STREAM_PROBE)
-    function = InProcessFunction(FunctionSpec("Probe", "probe", "binary_stream_probe.handler", tmp_path, {}),
-                                 StackLog(), 1)
+    function = PythonFunction(FunctionSpec("Probe", "probe", "binary_stream_probe.handler", tmp_path, {}),
+                              StackLog(), {}, fork_server, 1)
     try:
         source = StreamEventSource(StreamMapping(function, arn, starting_position="TRIM_HORIZON"), reader, StackLog())
         source.deliver(reader.poll())
     finally:
         function.close()
-    [event] = sys.modules["binary_stream_probe"].seen
+    [event] = [json.loads(line) for line in (tmp_path / "seen.json").read_text().splitlines()]
     [record] = event["Records"]
     encoded = {"B": "AP9oZWxsbw=="}
     assert record["dynamodb"]["Keys"] == {"id": encoded}

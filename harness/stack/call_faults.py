@@ -64,9 +64,14 @@ class _Body:
         yield self.data
 
 
-def _response(url: str, status: int, headers: dict[str, str], body: dict[str, Any]) -> AWSResponse:
-    data = json.dumps(body).encode()
+def aws_response(url: str, status: int, headers: dict[str, str], data: bytes) -> AWSResponse:
+    """What a ``before-send`` handler returns instead of sending the request: botocore parses it as
+    the service's answer (and retries it as such)."""
     return AWSResponse(url, status, {**headers, "Content-Length": str(len(data))}, _Body(data))
+
+
+def _response(url: str, status: int, headers: dict[str, str], body: dict[str, Any]) -> AWSResponse:
+    return aws_response(url, status, headers, json.dumps(body).encode())
 
 
 def _tables(body: dict[str, Any]) -> list[str]:

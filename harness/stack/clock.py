@@ -47,6 +47,11 @@ _installed = 0
 _lock = threading.Lock()
 
 
+def real_time() -> float:
+    """The real ``time.time()``, patched or not (for the runtime's own bookkeeping)."""
+    return _real_time()
+
+
 def _skew_s() -> float:
     """The skew in seconds for whoever called the patched clock reading (two frames up); 0 outside a
     skewed invocation, for the harness's own code and outside the rule's span."""

@@ -8,8 +8,8 @@ plan for a rule matching the function, the event's source (``websocket``, ``http
 - ``error_after``: the handler runs, its side effects are kept, the invocation is reported failed
   (the event source retries the batch; a route answers AWS's internal-error frame);
 - ``timeout``: reported timed out after ``after_ms``; from then on the handler's AWS calls are
-  refused (Lambda freezes it), so exactly its work up to that point happened. Honoured part-way by
-  in-process functions, exactly by Node.js functions (their process is killed at the cut); an
+  refused (Lambda freezes it), so exactly its work up to that point happened: the instance's
+  process (Python or Node.js) is killed at the cut; an
   Invoke-API function is reported timed out at the cut, its handler running on where it is served
   (the stack cannot stop it); one that answered before the cut is reported timed out all the same;
 - ``latency`` / ``cold_start``: the handler starts ``ms`` (+ seeded jitter) late;
@@ -30,10 +30,9 @@ from collections import Counter
 from typing import Any
 
 from ..faults.plan import FaultPlan
-from .clock import clock_plan
 from .invocation_keys import INJECTED_ERRORS, EventIdentities, frozen_at, invocation_calls, invocation_key
 from .logs import StackLog
-from .runtime import Function, InProcessFunction, Invocation, invocation_cut, timed_out
+from .runtime import Function, Invocation, invocation_cut, timed_out
 
 
 class FaultyFunction:
@@ -45,8 +44,6 @@ class FaultyFunction:
         self.plan = plan
         self.log = log
         self.identities = identities
-        # The process seam's clock_skew reaches in-process handlers only (an Invoke-API one has its own clock).
-        self.skews = isinstance(inner, InProcessFunction) and plan.has("process", "clock_skew")
 
     def invoke(self, event: dict[str, Any]) -> Invocation:
         facts, key = self.identities.facts_and_key(self.spec.name, event)
@@ -56,8 +53,6 @@ class FaultyFunction:
     def _invoke(self, event: dict[str, Any], facts: dict[str, Any], key: tuple[Any, ...]) -> Invocation:
         invocation_key.set(key)
         invocation_calls.set(Counter())
-        if self.skews:
-            clock_plan.set(self.plan)
         rule = self.plan.pick("invocation", facts, key)
         if rule is None:
             return self.inner.invoke(event)

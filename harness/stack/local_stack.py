@@ -12,22 +12,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-import boto3
-
 from ..faults.plan import FaultPlan
-from . import clock
 from . import dynamodb as local_ddb
-from .call_faults import CallFaults
 from .deployment import Deployment, deployment_context, load_deployment
 from .execute_api import localise_all
+from .fork_server import ForkServer, ForkServerError
 from .http_api import HttpApiServer, HttpRoute
+from .instances import InstanceFunction
 from .invocation_faults import EventIdentities, FaultyFunction
 from .local_ca import LocalCA, TrustError
-from .logs import StackLog, route_function_output
-from .management_api import ManagementApiServer
+from .logs import StackLog
+from .management_api import Connections, ManagementApiServer
 from .node_runtime import NodeFunction
 from .npm_install import NpmError, install_dependencies
-from .runtime import Function, FunctionSpec, InProcessFunction, RemoteFunction
+from .python_runtime import PythonFunction
+from .runtime import Function, FunctionSpec, RemoteFunction
 from .schedules import Scheduler, ScheduleSpec
 from .stream_source import StreamCheckpoints, StreamEventSource, StreamMapping, write_json_atomic
 from .streams import StreamReader
@@ -36,8 +35,6 @@ from .websocket_api import Quotas, WebSocketGateway
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "reference_relay" / "template.yaml"
 _REGION = "us-east-1"
-_WRITE_OPERATIONS = {"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem",
-                     "ExecuteStatement", "ExecuteTransaction", "BatchExecuteStatement"}
 
 
 class StackError(Exception):
@@ -96,21 +93,6 @@ def _node_for(specs: list[FunctionSpec]) -> str | None:
     return node
 
 
-def _shared_environment(specs: list[FunctionSpec], base: dict[str, str]) -> dict[str, str]:
-    """In-process functions share one environment: refuse functions whose variables disagree."""
-    merged = dict(base)
-    owners: dict[str, str] = {}
-    for spec in specs:
-        for key, value in spec.environment.items():
-            if key in merged and merged[key] != value and key not in base:
-                raise StackError(
-                    f"{spec.logical_id} sets {key}={value!r} but {owners[key]} sets {merged[key]!r}; functions "
-                    f"run in one process share their environment: serve one with --function NAME=URL")
-            merged.setdefault(key, value)
-            owners.setdefault(key, spec.logical_id)
-    return merged
-
-
 class LocalStack:
     def __init__(self, options: StackOptions | None = None) -> None:
         self.options = options or StackOptions()
@@ -130,10 +112,9 @@ class LocalStack:
         self._node_functions: list[NodeFunction] = []
         self._node: str | None = None  # the node executable, when the template has nodejs* functions
         self.deployment: Deployment | None = None
-        self._saved_environment: dict[str, str | None] = {}
         self.tables: dict[str, str] = {}  # logical id -> table name
-        self.call_faults: CallFaults | None = None
-        self._clock_skewed = False
+        self.fork_server: ForkServer | None = None  # where Python functions' instances come from
+        self._connections = _GatewayConnections()  # the management API's and the workers' view of the sockets
         self.faults_started_at: float | None = None  # wall-clock seconds the fault windows count from
 
     # ---- start / stop ---------------------------------------------------------------------
@@ -162,17 +143,17 @@ class LocalStack:
 
         self._start_management()
         self._make_functions(deployment)
-        self._install_clock_skew()
+        self._say_what_seams_miss()
         routes = {key: self.functions[name] for key, name in deployment.websocket_routes.items()}
         assert self.management_https is not None
         self.gateway = WebSocketGateway(routes, deployment.selection_expression, stage=deployment.stage,
                                         log=self.log, quotas=options.quotas,
                                         callback_domain=self.management_https.authority,
                                         concurrency=options.concurrency).start(options.host, options.websocket_port)
-        self.management.connections = self.management_https.connections = self.gateway
+        self._connections.target = self.gateway
         http_routes = [HttpRoute(method, path, self.functions[name]) for method, path, name in deployment.http_routes]
         self.http = HttpApiServer(http_routes, deployment.stage, self.log, options.host, options.http_port).start()
-        self._install_call_faults()
+        self._start_fault_windows()
         self._start_event_sources(deployment)
         self.log.line("stack", f"up: {json.dumps(self.endpoints)}")
 
@@ -181,7 +162,7 @@ class LocalStack:
         with a certificate of the stack's own CA (the events' ``domainName``, the template's
         execute-api URLs); the CA's files go to ``--log-dir``/tls, else to a folder removed on stop."""
         options = self.options
-        self.management = ManagementApiServer(_NoConnections(), options.host, options.management_port).start()
+        self.management = ManagementApiServer(self._connections, options.host, options.management_port).start()
         if options.log_dir:
             folder = options.log_dir / "tls"
         else:
@@ -190,7 +171,7 @@ class LocalStack:
             self.local_ca = LocalCA(folder, ("localhost", "127.0.0.1", "::1", options.host), os.environ)
         except TrustError as exc:
             raise StackError(str(exc)) from None
-        self.management_https = ManagementApiServer(_NoConnections(), options.host, options.management_https_port,
+        self.management_https = ManagementApiServer(self._connections, options.host, options.management_https_port,
                                                     tls=self.local_ca.server_context()).start()
 
     def _start_dynamodb(self) -> None:
@@ -249,13 +230,12 @@ class LocalStack:
         local_specs = [s for name, s in specs.items() if name not in self.options.remote_functions]
         node = self._node
         self._install_npm_dependencies([s for s in local_specs if runtime_family(s) == "node"])
-        environment = _shared_environment([s for s in local_specs if runtime_family(s) == "python"], base)
-        for key in (*environment, "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-            self._saved_environment.setdefault(key, os.environ.get(key))
-        os.environ.update(environment)
-        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-            os.environ.pop(key, None)
-        route_function_output(self.log)
+        plan = self.options.faults
+        seams = {} if plan is None else {
+            "plan": plan, "tables": self.tables, "clock_skew": plan.has("process", "clock_skew"),
+            "hook_calls": plan.live or plan.has("store") or plan.has("management") or plan.has("invocation", "timeout")
+            or plan.has("process", "store_outage")}
+        management = tuple(server.authority for server in (self.management, self.management_https) if server)
         identities = EventIdentities()
         for name, spec in specs.items():
             function: Function
@@ -266,7 +246,15 @@ class LocalStack:
                 function = NodeFunction(spec, self.log, node, base, self.options.concurrency, _REGION)
                 self._node_functions.append(function)
             else:
-                function = InProcessFunction(spec, self.log, self.options.concurrency, _REGION)
+                if self.fork_server is None:
+                    try:
+                        self.fork_server = ForkServer().start()
+                    except ForkServerError as exc:
+                        raise StackError(str(exc)) from None
+                function = PythonFunction(spec, self.log, base, self.fork_server, self.options.concurrency, _REGION,
+                                          **seams,
+                                          connections=self._connections, management=management,
+                                          on_write=self._wake_sources)
             if self.options.faults is not None:
                 function = FaultyFunction(function, self.options.faults, self.log, identities)
             self.functions[name] = function
@@ -287,37 +275,29 @@ class LocalStack:
             except NpmError as exc:
                 raise StackError(str(exc)) from None
 
-    def _install_clock_skew(self) -> None:
-        """The process seam's ``clock_skew`` patches the clock readings (harness/stack/clock.py) only when
-        the plan has such a rule; an Invoke-API function keeps its own clock, which is said once."""
-        plan = self.options.faults
-        if plan is None or not plan.has("process", "clock_skew"):
-            return
-        clock.install()
-        self._clock_skewed = True
-        if self.options.remote_functions:
-            print(f"relay-harness: clock_skew cannot skew Invoke-API functions (--function): "
-                  f"{', '.join(sorted(self.options.remote_functions))} keep their own clock", file=sys.stderr)
-        if self._node_functions:
-            print(f"relay-harness: clock_skew cannot skew Node.js functions: "
-                  f"{', '.join(f.spec.name for f in self._node_functions)} keep their own clock", file=sys.stderr)
-
-    def _install_call_faults(self) -> None:
-        """The store and management seams hook boto3's default session, from which the clients the
-        handlers create from now on take their event handlers; time windows count from here, or from
-        ``faults_started_at`` (a restarted stack keeps the windows of the run it belongs to)."""
+    def _say_what_seams_miss(self) -> None:
+        """The seams inside the functions (store, management, ``clock_skew``) reach Python functions
+        only (python_worker hooks botocore and the clock); said once for the others."""
         plan = self.options.faults
         if plan is None:
             return
+        if plan.has("process", "clock_skew") and self.options.remote_functions:
+            print(f"relay-harness: clock_skew cannot skew Invoke-API functions (--function): "
+                  f"{', '.join(sorted(self.options.remote_functions))} keep their own clock", file=sys.stderr)
+        if plan.has("process", "clock_skew") and self._node_functions:
+            print(f"relay-harness: clock_skew cannot skew Node.js functions: "
+                  f"{', '.join(f.spec.name for f in self._node_functions)} keep their own clock", file=sys.stderr)
         hooked = plan.live or plan.has("store") or plan.has("management") or plan.has("invocation", "timeout")
         if (hooked or plan.has("process", "store_outage")) and self._node_functions:
             print(f"relay-harness: the store and management seams hook boto3; the AWS calls of Node.js functions "
                   f"({', '.join(f.spec.name for f in self._node_functions)}) do not pass them", file=sys.stderr)
-        if hooked or plan.has("process", "store_outage"):
-            if boto3.DEFAULT_SESSION is None:
-                boto3.setup_default_session()
-            self.call_faults = CallFaults(plan, self.tables)
-            self.call_faults.install(boto3.DEFAULT_SESSION.events)
+
+    def _start_fault_windows(self) -> None:
+        """Time windows count from here, or from ``faults_started_at`` (a restarted stack keeps the
+        windows of the run it belongs to)."""
+        plan = self.options.faults
+        if plan is None:
+            return
         plan.start()
         origin = self.options.faults_started_at
         self.faults_started_at = time.time() if origin is None else origin
@@ -349,10 +329,6 @@ class LocalStack:
                                              failures, stalled=self._stream_stalled, checkpoints=checkpoints)
             event_source.start()
             self.sources.append(event_source)
-        if self.sources:
-            if boto3.DEFAULT_SESSION is None:
-                boto3.setup_default_session()
-            boto3.DEFAULT_SESSION.events.register("after-call.dynamodb", self._wake_sources)
         if deployment.schedules:
             specs = [ScheduleSpec(s.rule_name, s.expression, self.functions[s.function], s.enabled)
                      for s in deployment.schedules]
@@ -371,22 +347,13 @@ class LocalStack:
         stall = plan.ongoing("stream_stall") if plan is not None else None
         return plan.seconds_left(stall) if stall is not None else 0.0
 
-    def _wake_sources(self, model: Any, **_: Any) -> None:
-        """A function of this process wrote to DynamoDB: the stream pollers look now, not at their
-        next interval (writers in other processes are seen at the interval, as with Lambda's poller)."""
-        if model.name in _WRITE_OPERATIONS:
-            for source in self.sources:
-                source.wake.set()
+    def _wake_sources(self) -> None:
+        """A Python function wrote to DynamoDB: the stream pollers look now, not at their next
+        interval (other writers are seen at the interval, as with Lambda's poller)."""
+        for source in self.sources:
+            source.wake.set()
 
     def stop(self) -> None:
-        if self._clock_skewed:
-            clock.uninstall()
-            self._clock_skewed = False
-        if self.call_faults is not None:
-            self.call_faults.uninstall()
-            self.call_faults = None
-        if self.sources and boto3.DEFAULT_SESSION is not None:
-            boto3.DEFAULT_SESSION.events.unregister("after-call.dynamodb", self._wake_sources)
         if self.scheduler:
             self.scheduler.stop()
         for source in self.sources:
@@ -405,17 +372,14 @@ class LocalStack:
             shutil.rmtree(self._temporary_tls_dir, ignore_errors=True)
             self._temporary_tls_dir = None
         for function in self.functions.values():
-            if isinstance(function, InProcessFunction | NodeFunction | RemoteFunction | FaultyFunction):
+            if isinstance(function, InstanceFunction | RemoteFunction | FaultyFunction):
                 function.close()
+        if self.fork_server is not None:
+            self.fork_server.stop()
+            self.fork_server = None
         if self.dynamodb:
             self.dynamodb.stop()
         self.log.close()
-        for key, value in self._saved_environment.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_environment = {}
         self.scheduler, self.sources, self.http, self.gateway, self.management, self.dynamodb = (
             None, [], None, None, None, None)
         self.management_https = None
@@ -466,3 +430,19 @@ class _NoConnections:
 
     def close(self, conn_id: str) -> bool:
         return False
+
+
+class _GatewayConnections:
+    """The gateway's sockets once it is up (``target``), none before."""
+
+    def __init__(self) -> None:
+        self.target: Connections = _NoConnections()
+
+    def post(self, conn_id: str, data: bytes) -> bool:
+        return self.target.post(conn_id, data)
+
+    def describe(self, conn_id: str) -> dict[str, Any] | None:
+        return self.target.describe(conn_id)
+
+    def close(self, conn_id: str) -> bool:
+        return self.target.close(conn_id)

@@ -39,6 +39,39 @@ class Connections(Protocol):
         """Close the socket; False if there is no such open socket."""
 
 
+def _answer(status: int, body: dict[str, Any] | None = None, error: str | None = None
+            ) -> tuple[int, dict[str, str], bytes]:
+    headers = {"Content-Type": "application/json"}
+    if error:
+        headers["x-amzn-ErrorType"] = error
+    return status, headers, json.dumps(body).encode() if body is not None else b""
+
+
+def answer(connections: Connections, method: str, path: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """API Gateway's answer to one ``@connections`` request: status, headers, body. The HTTP
+    listeners and the functions' worker processes (``python_worker.ConnectionsShortcut``) both
+    answer through here."""
+    marker = "/@connections/"
+    path = path.split("?", 1)[0]
+    if marker not in path or method not in ("POST", "GET", "DELETE"):
+        return _answer(404, {"message": f"no route for {method} {path}"}, "NotFoundException")
+    conn_id = unquote(path.split(marker, 1)[1])
+    gone = _answer(410, {"message": f"connection {conn_id} is gone"}, "GoneException")
+    if method == "POST":
+        if len(data) > MAX_POST_BYTES:
+            return _answer(413, {"message": f"{len(data)} bytes is over the {MAX_POST_BYTES}-byte limit"},
+                           "PayloadTooLargeException")
+        try:
+            delivered = connections.post(conn_id, data)
+        except Throttled:
+            return _answer(429, {"message": "Rate exceeded"}, "LimitExceededException")
+        return _answer(200) if delivered else gone
+    if method == "GET":
+        info = connections.describe(conn_id)
+        return gone if info is None else _answer(200, info)
+    return _answer(204) if connections.close(conn_id) else gone
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: ManagementApiServer
     protocol_version = "HTTP/1.1"
@@ -46,72 +79,18 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def _conn_id(self) -> str | None:
-        marker = "/@connections/"
-        path = self.path.split("?", 1)[0]
-        if marker not in path:
-            return None
-        return unquote(path.split(marker, 1)[1])
-
-    def _reply(self, status: int, body: dict[str, Any] | None = None, error: str | None = None) -> None:
-        data = json.dumps(body).encode() if body is not None else b""
-        self.send_response(status)
-        if error:
-            self.send_header("x-amzn-ErrorType", error)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _gone(self, conn_id: str) -> None:
-        self._reply(410, {"message": f"connection {conn_id} is gone"}, "GoneException")
-
-    def _route(self, action: Callable[[str], None]) -> None:
-        conn_id = self._conn_id()
-        if conn_id is None:
-            self._reply(404, {"message": f"no route for {self.command} {self.path}"}, "NotFoundException")
-            return
-        action(conn_id)
-
-    def do_POST(self) -> None:
+    def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        data = self.rfile.read(length)
+        data = self.rfile.read(length) if length else b""
+        status, headers, body = answer(self.server.connections, self.command, self.path, data)
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-        def post(conn_id: str) -> None:
-            if len(data) > MAX_POST_BYTES:
-                self._reply(413, {"message": f"{len(data)} bytes is over the {MAX_POST_BYTES}-byte limit"},
-                            "PayloadTooLargeException")
-                return
-            try:
-                delivered = self.server.connections.post(conn_id, data)
-            except Throttled:
-                self._reply(429, {"message": "Rate exceeded"}, "LimitExceededException")
-                return
-            if delivered:
-                self._reply(200)
-            else:
-                self._gone(conn_id)
-
-        self._route(post)
-
-    def do_GET(self) -> None:
-        def get(conn_id: str) -> None:
-            info = self.server.connections.describe(conn_id)
-            if info is None:
-                self._gone(conn_id)
-            else:
-                self._reply(200, info)
-
-        self._route(get)
-
-    def do_DELETE(self) -> None:
-        def delete(conn_id: str) -> None:
-            if self.server.connections.close(conn_id):
-                self._reply(204)
-            else:
-                self._gone(conn_id)
-
-        self._route(delete)
+    do_POST = do_GET = do_DELETE = _serve
 
 
 class ManagementApiServer(LoopbackHTTPServer):

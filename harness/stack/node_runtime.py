@@ -25,20 +25,14 @@ import queue
 import subprocess
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import IO, Any
 
+from .instances import HostExited, InstanceFunction
 from .logs import StackLog
-from .runtime import FunctionSpec, Invocation, time_limit, timed_out, to_json
+from .runtime import FunctionSpec, lambda_variables, passed_through
 
 HOST_SCRIPT = Path(__file__).resolve().parent / "node_host" / "host.js"
-# Host variables a node process needs besides the function's environment (Lambda's is clean).
-_PASSED_THROUGH = ("PATH", "HOME", "LANG", "TMPDIR")
-
-
-class HostExited(Exception):
-    """The node process ended while an invocation was in flight."""
 
 
 class _HostProcess:
@@ -140,9 +134,8 @@ class _HostProcess:
                 self.process.stdin.close()
 
 
-class NodeFunction:
-    """A ``nodejs*`` function (the ``Function`` interface of ``runtime.py``): up to ``concurrency``
-    node processes, each running one invocation at a time.
+class NodeFunction(InstanceFunction):
+    """A ``nodejs*`` function: up to ``concurrency`` node processes (``instances.InstanceFunction``).
 
     ``environment`` is what the stack gives every function (endpoints, region, credentials); it wins
     over the template's variables, as Lambda's reserved variables do, and Lambda's own
@@ -151,92 +144,11 @@ class NodeFunction:
 
     def __init__(self, spec: FunctionSpec, log: StackLog, node: str, environment: dict[str, str],
                  concurrency: int = 16, region: str = "us-east-1", account: str = "000000000000") -> None:
-        self.spec = spec
-        self.log = log
+        super().__init__(spec, log, self._spawn, concurrency, region, account)
         self.node = node
-        self.region = region
-        self.account = account
-        self.slots = threading.BoundedSemaphore(concurrency)
-        self._idle: list[_HostProcess] = []
-        self._live: set[_HostProcess] = set()
-        self._lock = threading.Lock()
-        self._closed = False
-        passed = {key: os.environ[key] for key in _PASSED_THROUGH if key in os.environ}
-        self.environment = {
-            **passed, **spec.environment, **environment,
-            "AWS_LAMBDA_FUNCTION_NAME": spec.name, "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
-            "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}", "LAMBDA_TASK_ROOT": str(spec.code_dir),
-            "AWS_REGION": region, "TZ": ":UTC",
-        }
+        self.environment = {**passed_through(), **spec.environment, **environment,
+                            **lambda_variables(spec, region), "LAMBDA_TASK_ROOT": str(spec.code_dir)}
 
-    def _take(self) -> _HostProcess:
-        with self._lock:
-            if self._closed:
-                raise HostExited("the stack is stopping")
-            while self._idle:
-                process = self._idle.pop()
-                if process.alive():
-                    return process
-                self._live.discard(process)
+    def _spawn(self) -> _HostProcess:
         config = {"root": str(self.spec.code_dir.resolve()), "handler": self.spec.handler}
-        process = _HostProcess(self.node, config, self.environment, self.spec.code_dir, self.spec.name, self.log)
-        with self._lock:
-            self._live.add(process)
-        return process
-
-    def _give_back(self, process: _HostProcess, healthy: bool) -> None:
-        process.request_id = None
-        with self._lock:
-            if healthy and not self._closed:
-                self._idle.append(process)
-                return
-            self._live.discard(process)
-        process.kill()
-
-    def invoke(self, event: dict[str, Any]) -> Invocation:
-        request_id = str(uuid.uuid4())
-        invocation = Invocation(request_id, self.spec.name)
-        self.log.function_line(self.spec.name, request_id, f"START RequestId: {request_id} Version: $LATEST")
-        started = time.monotonic()
-        limit, cut = time_limit(self.spec)
-        try:
-            payload = json.loads(to_json(event))
-            with self.slots:
-                process = self._take()
-                context = {"awsRequestId": request_id, "functionName": self.spec.name,
-                           "memoryLimitInMB": self.spec.memory_mb,
-                           "invokedFunctionArn": f"arn:aws:lambda:{self.region}:{self.account}:function:"
-                                                 f"{self.spec.name}",
-                           "logGroupName": f"/aws/lambda/{self.spec.name}",
-                           "logStreamName": f"local/[$LATEST]{request_id[:8]}",
-                           "deadlineMs": int(time.time() * 1000 + limit * 1000)}
-                healthy = False
-                try:
-                    reply = process.call(request_id, payload, context, limit)
-                    healthy = not reply.get("fatal")
-                    if "error" in reply:
-                        invocation.error = reply["error"]
-                    else:
-                        invocation.payload = reply.get("payload")
-                except TimeoutError:
-                    invocation.cut = cut
-                    invocation.error = timed_out(limit)
-                except HostExited as exc:
-                    invocation.error = {"errorType": "Runtime.ExitError",
-                                        "errorMessage": f"RequestId: {request_id} Error: {exc}"}
-                finally:
-                    self._give_back(process, healthy)
-        except (OSError, ValueError, HostExited) as exc:
-            invocation.error = {"errorType": "Runtime.ExitError", "errorMessage": f"node could not run: {exc}"}
-        invocation.duration_ms = (time.monotonic() - started) * 1000
-        self.log.invocation(invocation)
-        return invocation
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            processes, self._idle, self._live = list(self._live), [], set()
-        for process in processes:
-            process.kill()
+        return _HostProcess(self.node, config, self.environment, self.spec.code_dir, self.spec.name, self.log)

@@ -1,50 +1,34 @@
-"""Running Lambda functions: in this process by import (default), or over the Lambda Invoke API.
+"""What every way of running a Lambda function shares, and functions served over the Invoke API.
 
-In-process, each function gets a pool of ``concurrency`` slots: one invocation per slot at a
-time, as Lambda runs one invocation per warm instance. Where this differs from Lambda, plainly:
-- module state is shared by all slots of a function (one import), where Lambda keeps it per
-  instance; a relay that caches per-instance state sees one cache here;
-- environment variables are process-wide, so functions whose variables disagree cannot share
-  the process (the stack refuses them with a one-line error; serve one over the Invoke API);
-- a handler that overruns its timeout is reported failed at the deadline, as on Lambda, but its
-  thread runs on to the end (Lambda would freeze it): side effects after the deadline happen.
-Lambda runs one invocation per process; here a function's threads share one process with other
-functions, so work a handler hands to a ``concurrent.futures`` pool keeps the handler's invocation
-context (its function and request id in the logs, the fault seams' keys).
-Every event is sent through JSON first, so handlers only ever see what Lambda would give them.
+A function is anything with a ``spec`` and ``invoke(event) -> Invocation``: the template's
+``python3.x`` functions run in worker processes (``python_runtime``), ``nodejs*`` ones in node
+processes (``node_runtime``), both one process per concurrency slot (``instances``); a function
+served elsewhere is reached over the Lambda Invoke API (``RemoteFunction``, below). Every event
+is sent through JSON first, so handlers only ever see what Lambda would give them.
 """
 
 from __future__ import annotations
 
 import contextvars
-import importlib
 import json
-import sys
-import threading
+import os
 import time
-import traceback
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from .events import to_json
-from .logs import StackLog, current_invocation, route_prints
+from .logs import StackLog
 
 # Seconds after which the invocation is reported timed out although its timeout is longer (the
 # invocation seam's ``timeout`` fault sets it).
 invocation_cut: contextvars.ContextVar[float | None] = contextvars.ContextVar("invocation_cut", default=None)
-_plain_submit = ThreadPoolExecutor.submit
-
-
-def _submit_in_context(self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    if current_invocation.get() is None:
-        return _plain_submit(self, fn, *args, **kwargs)
-    return _plain_submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
+# Host variables a function's process needs besides its environment (Lambda's is clean).
+_PASSED_THROUGH = ("PATH", "HOME", "LANG", "TMPDIR")
 
 
 def timed_out(limit: float) -> dict[str, str]:
@@ -88,88 +72,25 @@ class Invocation:
         return self.error is not None
 
 
+def passed_through() -> dict[str, str]:
+    """The few variables of this process a function's process keeps (``PATH``, ``HOME``, ...)."""
+    return {key: os.environ[key] for key in _PASSED_THROUGH if key in os.environ}
+
+
+def lambda_variables(spec: FunctionSpec, region: str) -> dict[str, str]:
+    """The variables Lambda itself sets in a function's environment (reserved: they win over the
+    template's). https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime"""
+    return {"AWS_LAMBDA_FUNCTION_NAME": spec.name, "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime or 'python3.12'}", "LAMBDA_TASK_ROOT": str(spec.code_dir),
+            "AWS_REGION": region, "TZ": ":UTC"}
+
+
 class Function(Protocol):
     spec: FunctionSpec
 
     def invoke(self, event: dict[str, Any]) -> Invocation: ...
-
-
-class LambdaContext:
-    def __init__(self, spec: FunctionSpec, request_id: str, region: str, account: str) -> None:
-        self.function_name = spec.name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:{region}:{account}:function:{spec.name}"
-        self.memory_limit_in_mb = spec.memory_mb
-        self.aws_request_id = request_id
-        self.log_group_name = f"/aws/lambda/{spec.name}"
-        self.log_stream_name = f"local/[$LATEST]{request_id[:8]}"
-        self._deadline = time.monotonic() + spec.timeout
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-class InProcessFunction:
-    def __init__(self, spec: FunctionSpec, log: StackLog, concurrency: int = 16, region: str = "us-east-1",
-                 account: str = "000000000000") -> None:
-        self.spec = spec
-        self.log = log
-        self.region = region
-        self.account = account
-        self.slots = threading.BoundedSemaphore(concurrency)
-        self.executor = ThreadPoolExecutor(max_workers=concurrency * 2, thread_name_prefix=spec.logical_id)
-        self._handler: Callable[[dict[str, Any], Any], Any] | None = None
-        self._import_lock = threading.Lock()
-        ThreadPoolExecutor.submit = _submit_in_context  # type: ignore[method-assign]
-
-    def _load(self) -> Callable[[dict[str, Any], Any], Any]:
-        with self._import_lock:
-            if self._handler is None:
-                module_name, _, attribute = self.spec.handler.rpartition(".")
-                for folder in map(str, (*reversed(self.spec.layer_dirs), self.spec.code_dir)):
-                    if folder not in sys.path:
-                        sys.path.insert(0, folder)
-                module = importlib.import_module(module_name)
-                self._handler = getattr(module, attribute)
-            return self._handler
-
-    def _run(self, handler: Callable[..., Any], event: dict[str, Any], context: LambdaContext) -> Any:
-        current_invocation.set((self.spec.name, context.aws_request_id))
-        route_prints(self.log)
-        try:
-            return json.loads(to_json(handler(event, context)))
-        finally:
-            self.slots.release()
-
-    def invoke(self, event: dict[str, Any]) -> Invocation:
-        request_id = str(uuid.uuid4())
-        invocation = Invocation(request_id, self.spec.name)
-        self.log.function_line(self.spec.name, request_id, f"START RequestId: {request_id} Version: $LATEST")
-        started = time.monotonic()
-        try:
-            handler = self._load()
-            payload = json.loads(to_json(event))
-            self.slots.acquire()
-            context = LambdaContext(self.spec, request_id, self.region, self.account)
-            future = self.executor.submit(contextvars.copy_context().run, self._run, handler, payload, context)
-            # Wait first, then look: a handler may itself raise TimeoutError, which must not pass for
-            # the runtime's timeout (concurrent.futures.TimeoutError is the same class).
-            limit, cut = time_limit(self.spec)
-            done, _ = wait([future], timeout=limit)
-            if not done:
-                invocation.cut = cut
-                invocation.error = timed_out(limit)
-            else:
-                invocation.payload = future.result()
-        except Exception as exc:
-            invocation.error = {"errorType": type(exc).__name__, "errorMessage": str(exc),
-                                "stackTrace": traceback.format_exception(exc)}
-        invocation.duration_ms = (time.monotonic() - started) * 1000
-        self.log.invocation(invocation)
-        return invocation
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 class RemoteFunction:
@@ -179,7 +100,7 @@ class RemoteFunction:
     Its timeout is enforced here, as Lambda does: an invocation with no answer by the deadline
     (the template's ``Timeout``, or an injected cut) is reported ``Sandbox.Timedout`` at the
     deadline; the request itself is left to finish (or fail) in its thread, which gives up
-    ``_GRACE`` seconds later. ``concurrency`` invocations at a time, as in-process."""
+    ``_GRACE`` seconds later. ``concurrency`` invocations at a time, as for the local runtimes."""
 
     _GRACE = 5.0  # seconds a request may outlive its deadline before its thread stops waiting
 
