@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MOTO_PORT", str(args.port))
 
     from moto.server import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import WSGIRequestHandler, run_simple
 
     from . import moto_fidelity
     from .logs import StackLog
@@ -91,7 +91,18 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _exit_with_parent()
     app = DynamoDBSemantics(DomainDispatcherApplication(create_backend_app), lock)
-    run_simple(args.host, args.port, app, threaded=True)
+    run_simple(args.host, args.port, app, threaded=True, request_handler=_quiet_handler(WSGIRequestHandler))
+
+
+def _quiet_handler(base: type) -> type:
+    """werkzeug's request handler without its access line per request (5.6 % of the process's CPU
+    under load: a formatted, coloured ``logging`` record each); errors and their tracebacks are still logged."""
+
+    class QuietRequestHandler(base):  # type: ignore[misc, valid-type]
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            pass
+
+    return QuietRequestHandler
 
 
 if __name__ == "__main__":
