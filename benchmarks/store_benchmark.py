@@ -14,7 +14,7 @@ Prints, per server: requests/s seen by the clients and the server process's CPU 
 harness's CPU per request as a ratio of bare moto's.
 
 Run: python benchmarks/store_benchmark.py [--threads 4] [--rounds 5] [--iterations 60]
-     [--compare DIR]      (also the local DynamoDB of another checkout: before/after a change)
+     [--compare DIR ...]  (also the local DynamoDB of other checkouts: before/after a change)
      [--py-spy OUT.svg]   (profiles the harness's server over one extra round)
 """
 
@@ -154,14 +154,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=60, help="mixes per thread per round")
-    parser.add_argument("--compare", metavar="DIR",
-                        help="also measure the local DynamoDB of another checkout of the harness (before/after)")
+    parser.add_argument("--compare", metavar="DIR", action="append", default=[],
+                        help="also measure the local DynamoDB of another checkout of the harness (before/after); "
+                             "may be repeated")
     parser.add_argument("--py-spy", metavar="OUT", help="also profile the harness's server over one round")
     args = parser.parse_args(argv)
     servers = [_harness_server(), _process_server("bare moto", ["moto.server"])]
-    if args.compare:
-        servers.append(_process_server(f"harness at {args.compare}", ["harness.stack.moto_server", "--ttl-delay", "5"],
-                                       Path(args.compare).resolve()))
+    for tree in args.compare:
+        servers.append(_process_server(f"harness at {tree}", ["harness.stack.moto_server", "--ttl-delay", "5"],
+                                       Path(tree).resolve()))
     try:
         clients = {s.label: [local_ddb.client(s.endpoint) for _ in range(args.threads)] for s in servers}
         results: dict[str, list[tuple[float, float]]] = {s.label: [] for s in servers}
@@ -180,8 +181,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"(rounds: {spread})")
         harness, bare = cpu[servers[0].label], cpu[servers[1].label]
         print(f"  harness CPU per request / bare moto's: x{harness / bare:.2f}")
-        if args.compare:
-            print(f"  harness CPU per request / {servers[2].label}'s: x{harness / cpu[servers[2].label]:.2f}")
+        for other in servers[2:]:
+            print(f"  harness CPU per request / {other.label}'s: x{harness / cpu[other.label]:.2f}")
         if args.py_spy:
             harness_server = servers[0]
             spy = subprocess.Popen(["py-spy", "record", "--pid", str(harness_server.pid), "--gil", "-r", "200",
