@@ -464,3 +464,30 @@ def test_a_relays_low_level_store_calls_behave_as_on_dynamodb(local_dynamodb):
     assert all(status == 200 or body["__type"].endswith(("#TransactionCanceledException",
                                                           "#ConditionalCheckFailedException"))
                for status, body in answers)
+
+
+# ---- the HTTP server (moto_server.serve): connections kept open, werkzeug's 500 kept ---------------
+
+def _raw_post(connection, headers: dict[str, str], body: str):
+    connection.request("POST", "/", body=body, headers={"Content-Type": "application/x-amz-json-1.0", **headers})
+    response = connection.getresponse()
+    return response, response.read()
+
+
+def test_connections_stay_open_and_an_exception_out_of_moto_is_werkzeugs_500(local_dynamodb, table):
+    import http.client
+
+    connection = http.client.HTTPConnection(local_dynamodb.host, local_dynamodb.port, timeout=10)
+    auth = {"Authorization": "AWS4-HMAC-SHA256 Credential=local/20261203/us-east-1/dynamodb/aws4_request, "
+                             "SignedHeaders=host, Signature=x"}
+    get = {**auth, "X-Amz-Target": "DynamoDB_20120810.GetItem"}
+    first, _ = _raw_post(connection, get, json.dumps({"TableName": "fidelity", "Key": {"id": {"S": "a"}}}))
+    sock = connection.sock
+    second, _ = _raw_post(connection, get, json.dumps({"TableName": "fidelity", "Key": {"id": {"S": "a"}}}))
+    assert (first.status, second.status) == (200, 200)
+    assert first.getheader("Connection") is None and connection.sock is sock  # one connection, both answers
+    # No X-Amz-Target: moto's routing raises; the answer is the page werkzeug's server gave, on a new connection.
+    failed, body = _raw_post(http.client.HTTPConnection(local_dynamodb.host, local_dynamodb.port, timeout=10),
+                             auth, "{}")
+    assert failed.status == 500 and failed.getheader("Content-Type") == "text/html; charset=utf-8"
+    assert b"<title>500 Internal Server Error</title>" in body

@@ -35,11 +35,19 @@ request already runs under one lock. Each fix closes a gap measured against moto
   the images do.
 - ``_projected_transact_get``: moto's ``TransactGetItems`` ignores each Get's
   ``ProjectionExpression`` and returns whole items; here each Get returns what its projection names.
+
+And two that only make it cheaper (same answers; measured with ``benchmarks/store_benchmark.py``):
+
+- ``_method_names_once_per_class``: moto lists a handler class's methods with ``inspect.getmembers``
+  on every request to check that the action is one of them (3 % of the process's CPU); the
+  methods of a class do not change once ``install`` has patched them, so each class is listed once.
+- ``list_of_moto_modules`` is listed once (below, in ``install``).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 import sys
@@ -50,6 +58,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from moto import backends as moto_backends
+from moto.core import responses as moto_responses
 from moto.dynamodb import models as dynamodb_models
 from moto.dynamodb.exceptions import MockValidationException, TransactionCanceledException
 from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
@@ -317,6 +326,15 @@ def _projected_transact_get(self: DynamoHandler) -> Any:
     return result
 
 
+_original_method_names = moto_responses.method_names_from_class
+
+
+@functools.cache
+def _method_names_once_per_class(clazz: type) -> frozenset[str]:
+    """The names of ``clazz``'s methods (moto's ``method_names_from_class``), listed once per class."""
+    return frozenset(_original_method_names(clazz))
+
+
 def install(report_to: Callable[[str], None] | None = None) -> None:
     """Apply every fix above to moto in this process; ``report_to`` receives one line per request
     moto could not handle (default: stderr)."""
@@ -332,3 +350,4 @@ def install(report_to: Callable[[str], None] | None = None) -> None:
     # route it; the list never changes while the process runs.
     modules = tuple(moto_backends.list_of_moto_modules())
     moto_backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
+    moto_responses.method_names_from_class = _method_names_once_per_class  # type: ignore[assignment]
