@@ -7,6 +7,7 @@ Fields are listed in docs/architecture.md (shared format 1).
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -79,9 +80,20 @@ def read_history(path: Path, on_error: Callable[[int, str], None] | None = None)
 
     Also reads the run folder's other JSON-lines logs (faults, invocations, resources). Lines are
     parsed with orjson, and with the standard library's parser when orjson refuses one (``NaN``,
-    integers past 64 bits, lone surrogates), so what is read is what ``json.loads`` reads. The
+    lone surrogates), so what is read is what ``json.loads`` reads, but for one thing: an integer
+    past 64 bits is read as a float (no file the harness writes has one). The
     strings most records repeat (``SHARED_FIELDS``, and a message's ``type`` and ``payload``,
     which every receiver of a fan-out gets) are kept once: about a third less memory."""
+    collecting = gc.isenabled()
+    gc.disable()  # records hold no cycles, and a million new dicts would set off ever longer full collections
+    try:
+        return _read_records(path, on_error)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _read_records(path: Path, on_error: Callable[[int, str], None] | None) -> list[Record]:
     records = []
     shared: dict[str, str] = {}
     share = shared.setdefault
