@@ -69,4 +69,4 @@ def _could_hit(run: Run, send: Record, receiver: Socket, start: float, end: floa
     """Faults that could have lost this message (``Run.loss_faults``: that message dropped on either
     socket, either socket ended, a stack-side fault), or a proxy-wide one in its window."""
     return run.loss_faults(send["pid"], send["client"], send["conn"], receiver.client, receiver.conn, start, end) + [
-        f for f in run.proxy_wide if start - 1000 <= float(f["t"]) <= end]
+        f for f in run.proxy_wide_index.within(start - 1000, end) if start - 1000 <= float(f["t"]) <= end]

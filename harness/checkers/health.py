@@ -15,15 +15,27 @@ from typing import Any
 from .model import GRACE_S, SLOWING, CheckResult, Finding, Run, overlaps
 
 
-def _caused_by(run: Run, invocation: dict[str, Any]) -> list[dict[str, Any]]:
+def _by_request(run: Run) -> dict[Any, list[int]]:
+    """Invocation faults' positions in ``run.stack_faults`` by the request id they name."""
+    found: dict[Any, list[int]] = defaultdict(list)
+    for position, fault in enumerate(run.stack_faults):
+        if fault.get("seam") == "invocation":
+            found[(fault.get("target") or {}).get("request_id")].append(position)
+    return found
+
+
+def _caused_by(run: Run, invocation: dict[str, Any], by_request: dict[Any, list[int]]) -> list[dict[str, Any]]:
     """The injected faults that made this invocation fail: an invocation fault on that very request,
     or a process fault (a store outage) while it ran. Store and management faults are transient
     answers a relay must survive (botocore retries them, contention is retried): they explain no
-    handler error."""
+    handler error. (Only the faults of that request or of its time are read: ``by_request``, the
+    run's fault index.)"""
     end = invocation["t"]
     start = end - float(invocation.get("duration_ms") or 0)
+    candidates = set(by_request.get(invocation.get("request_id"), ())).union(
+        run.stack_index.positions(start - GRACE_S * 1000, end))
     hits = []
-    for fault in run.stack_faults:
+    for fault in run.stack_index.at(sorted(candidates)):
         target = fault.get("target") or {}
         same_request = fault.get("seam") == "invocation" and target.get("request_id") == invocation.get("request_id")
         during = fault.get("seam") == "process" and fault["fault"] not in SLOWING \
@@ -74,8 +86,9 @@ def check(run: Run) -> CheckResult:
     for invocation in judged:
         if invocation["outcome"] != "ok":
             failures[(invocation["function"], invocation["outcome"], invocation.get("error", ""))].append(invocation)
+    by_request = _by_request(run)
     for (function, outcome, error), invocations in sorted(failures.items(), key=lambda item: -len(item[1])):
-        explained = [(i, _caused_by(run, i)) for i in invocations]
+        explained = [(i, _caused_by(run, i, by_request)) for i in invocations]
         for is_explained in (True, False):
             chosen = [(i, faults) for i, faults in explained if bool(faults) == is_explained]
             if not chosen:

@@ -20,6 +20,7 @@ start), sockets that were live for longer than the shortest connection expiry (3
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 
 from ..history import Record
@@ -80,7 +81,9 @@ def check(run: Run) -> CheckResult:
 def _live_across_cleanup(socket: Socket, beats: list[float], cleanups: list[float], horizon: float, live: float,
                          shortest: float) -> bool:
     if cleanups:
-        return any(socket.open_at(c) and any(c - live <= b <= c for b in beats) for c in cleanups)
+        # the clean-ups while the socket was open (``socket.open_at``): cleanups are sorted
+        during = cleanups[bisect.bisect_left(cleanups, socket.opened):bisect.bisect_left(cleanups, socket.closed)]
+        return any(any(c - live <= b <= c for b in beats) for c in during)
     return min(socket.closed, horizon) - socket.opened > shortest * 1000
 
 

@@ -23,7 +23,9 @@ Which fault can explain what (a fault explains only what it could have caused):
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,8 @@ class Run:
             if conn is not None:
                 self.faults_by_socket[(client, conn)].append(fault)
         self.last_fault_t = max((f["t"] + 1000 * fault_span(f) for f in self.faults), default=0)
+        self.stack_index = FaultIndex(self.stack_faults)
+        self.proxy_wide_index = FaultIndex(self.proxy_wide)
 
     def _kill_spanned(self, kill: dict[str, Any]) -> dict[str, Any]:
         """The kill with ``params.seconds`` from the kill until the restarted stack was ready (run.json
@@ -207,7 +211,12 @@ class Run:
 
     # ---- questions checkers ask ------------------------------------------------------------
     def received(self, kind: str | None = None) -> list[Record]:
-        return [r for r in self.history if r["op"] == "recv" and (kind is None or r["msg"].get("type") == kind)]
+        """Received frames (of JSON ``type`` ``kind``), in history order; worked out once per kind."""
+        cache = self.__dict__.setdefault("_received", {})
+        if kind not in cache:
+            frames = cache[None] if None in cache else [r for r in self.history if r["op"] == "recv"]
+            cache[kind] = frames if kind is None else [r for r in frames if r["msg"].get("type") == kind]
+        return list(cache[kind])
 
     def _open_intervals(self, client: str) -> list[tuple[int, float, float]]:
         intervals = []
@@ -241,8 +250,8 @@ class Run:
         for these clients (those that name no client affect everyone): the ones that make something
         fail, and with ``slowing`` also those that only delay (which can reorder, never lose)."""
         grace = GRACE_S * 1000
-        return [f for f in self.stack_faults if overlaps(f, start_t, end_t, grace, grace)
-                and (f.get("target") or {}).get("client") in (None, *clients)
+        return [f for f in self.stack_index.overlapping(start_t, end_t, grace, grace)
+                if (f.get("target") or {}).get("client") in (None, *clients)
                 and (slowing or f["fault"] not in SLOWING)]
 
     def faults_around(self, client: str, conn: int | None, start_t: float, end_t: float) -> list[dict[str, Any]]:
@@ -250,12 +259,14 @@ class Run:
         ``start_t`` to ``end_t``: the socket's own wire faults, proxy-wide ones and stack-side ones."""
         grace = GRACE_S * 1000
         own = [f for f in self.socket_faults(client, conn) if start_t - grace <= f["t"] <= end_t]
-        wide = [f for f in self.proxy_wide if f["t"] <= end_t and f["t"] + 1000 * fault_span(f) >= start_t - grace]
+        wide = [f for f in self.proxy_wide_index.within(start_t - grace, end_t)
+                if f["t"] <= end_t and f["t"] + 1000 * fault_span(f) >= start_t - grace]
         return own + wide + self.stack_faults_near(start_t, end_t, client)
 
     def proxy_wide_near(self, start_t: float, end_t: float, kinds: frozenset[str] | set[str]) -> list[dict]:
         grace = GRACE_S * 1000
-        return [f for f in self.proxy_wide if f["fault"] in kinds and f["t"] <= end_t + grace
+        return [f for f in self.proxy_wide_index.within(start_t - grace, end_t + grace)
+                if f["fault"] in kinds and f["t"] <= end_t + grace
                 and f["t"] + 1000 * fault_span(f) >= start_t - grace]
 
     def loss_faults(self, pid: str, sender: str, send_conn: int | None, receiver: str, recv_conn: int | None,
@@ -292,6 +303,62 @@ class Run:
         return [f for f in self.socket_faults(client, conn) if f["fault"] in kinds
                 and (f.get("target") or {}).get("direction") == direction
                 and _names(f.get("target") or {}, pid, kind)]
+
+
+class FaultIndex:
+    """Faults by when they act, for "which of these faults could act on [lo, hi]" (wall ms) without
+    reading every fault: each one is filed under the whole seconds its span ``[t, t + fault_span]``
+    covers (one that lasts longer than ``LONG_MS`` is a candidate for every question). A question
+    gets every fault whose span meets [lo, hi], and possibly a few more: callers still apply their
+    exact condition. Faults come back in the order given (the fault log's), so what explains a
+    finding is listed as if every fault had been read."""
+
+    BUCKET_MS = 1000.0
+    LONG_MS = 600_000.0
+
+    def __init__(self, faults: list[dict[str, Any]]) -> None:
+        self.faults = faults
+        self._buckets: dict[int, list[int]] = defaultdict(list)
+        self._long: list[int] = []
+        self._ends = [fault["t"] + 1000 * fault_span(fault) for fault in faults]  # as ``overlaps`` works it out
+        for position, fault in enumerate(faults):
+            start, end = float(fault["t"]), float(self._ends[position])
+            if not (math.isfinite(start) and math.isfinite(end)) or end - start > self.LONG_MS:
+                self._long.append(position)
+                continue
+            for bucket in range(int(start // self.BUCKET_MS), int(end // self.BUCKET_MS) + 1):
+                self._buckets[bucket].append(position)
+
+    def positions(self, lo: float, hi: float) -> list[int]:
+        """Positions (in the list given) of the faults whose span may meet [lo, hi], ascending."""
+        lo, hi = min(lo, hi), max(lo, hi)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return list(range(len(self.faults)))
+        first, last = int(lo // self.BUCKET_MS), int(hi // self.BUCKET_MS)
+        if last - first > len(self._buckets):
+            return list(range(len(self.faults)))
+        found: set[int] = set(self._long)
+        for bucket in range(first, last + 1):
+            found.update(self._buckets.get(bucket, ()))
+        return sorted(found)
+
+    def overlapping(self, start_t: float, end_t: float, before_ms: float, after_ms: float) -> list[dict[str, Any]]:
+        """The faults that ``overlaps`` says could act on [start_t, end_t], in the order given."""
+        found = []
+        for position in self.positions(start_t - before_ms, end_t + after_ms):
+            fault, ends = self.faults[position], self._ends[position]
+            before, after = (0.0, 0.0) if fault["fault"] in EXACT_SPAN else (before_ms, after_ms)
+            if fault["t"] - before <= end_t and ends + after >= start_t:
+                found.append(fault)
+        return found
+
+    def within(self, lo: float, hi: float) -> list[dict[str, Any]]:
+        """The faults whose span may meet [lo, hi], in the order given."""
+        return self.at(self.positions(lo, hi))
+
+    def at(self, positions: Iterable[int]) -> list[dict[str, Any]]:
+        """The faults at these positions, in that order."""
+        return [self.faults[position] for position in positions]
 
 
 def _hit(fault: dict[str, Any], direction: str, pid: str, kind: str, until: float) -> bool:
