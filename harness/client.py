@@ -28,6 +28,7 @@ import urllib.request
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 from urllib.parse import urlencode
 
@@ -51,7 +52,8 @@ class ClientTimings:
 
 def payload_for(pid: str, body: str = "") -> str:
     """What a client sends as a message payload: its id and send time travel with it."""
-    return f'{{"pid":{json.dumps(pid)},"ts":{int(time.time() * 1000)},"body":{json.dumps(body)}}}'
+    # encode_basestring_ascii is what json.dumps does with a str, without its dispatch.
+    return f'{{"pid":{_quote(pid)},"ts":{int(time.time() * 1000)},"body":{_quote(body)}}}'
 
 
 def parse_payload(payload: Any) -> dict[str, Any] | None:
@@ -107,7 +109,6 @@ class RelayClient:
         self.attempt = SessionAttempt(0)
         self._lifecycle = threading.RLock()  # connect, rejoin and close: one at a time
         self._changed = threading.Condition()
-        self._send_lock = threading.Lock()
         self._pids = itertools.count()
 
     @property
@@ -332,8 +333,7 @@ class RelayClient:
             self._record(attempt, conn, op, "fail", pid=pid, error="no open socket")
             return False
         try:
-            with self._send_lock:
-                ws.send(json.dumps(body))
+            ws.send(json.dumps(body))  # one frame at a time: the socket is opened with enable_multithread
         except (websocket.WebSocketException, OSError) as exc:
             # Written or not, nobody can tell: the outcome is unknown.
             self._record(attempt, conn, op, "info", pid=pid, error=str(exc)[:200])

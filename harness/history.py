@@ -11,6 +11,7 @@ import gc
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -20,30 +21,56 @@ import orjson
 Record = dict[str, Any]
 # Fields whose values recur from record to record (kept once when read).
 SHARED_FIELDS = ("client", "op", "phase", "member", "session", "pid")
+# json's own encoder, made once (json.dumps with separators builds one per call, which cost more
+# than the encoding itself).
+_json_line = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def encode_line(record: Record) -> bytes:
+    """One history line, without its newline: json.dumps(record, separators=(",", ":")) as UTF-8.
+
+    orjson writes it (4-5x faster: three records per message); the line is json's own whenever
+    orjson would write it differently: NaN and Infinity (orjson writes null: any line with a null
+    is re-encoded), non-ASCII text (json escapes it), and what orjson refuses (integers beyond 64
+    bits, lone surrogates, keys that are not str). Floats with an exponent are the one difference
+    left, in form only: ``1e16`` for json's ``1e+16``, the same number when read back.
+    """
+    try:
+        line = orjson.dumps(record)
+    except TypeError:  # orjson.JSONEncodeError
+        return _json_line(record).encode()
+    if b"null" in line or not line.isascii():
+        return _json_line(record).encode()
+    return line
 
 
 class History:
-    """Collects records from any number of clients of this process; thread- and greenlet-safe."""
+    """Collects records from any number of clients of this process; thread- and greenlet-safe.
+
+    Recording takes no lock (a deque's append is atomic); draining takes one, so two drains never
+    share out one stretch of records.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: list[Record] = []
-        self.count = 0
+        self._drain_lock = threading.Lock()
+        self._pending: deque[Record] = deque()
 
     def record(self, client: str, conn: int, op: str, phase: str, **fields: Any) -> Record:
-        entry: Record = {"t": int(time.time() * 1000), "mono": round(time.monotonic(), 6), "client": client,
-                         "conn": conn, "op": op, "phase": phase}
-        entry.update({k: v for k, v in fields.items() if v is not None})
-        with self._lock:
-            self._pending.append(entry)
-            self.count += 1
+        """One record; fields that are None are left out."""
+        # mono in whole microseconds: as round(mono, 6) but without its decimal rounding, 3x the cost.
+        entry: Record = {"t": int(time.time() * 1000), "mono": int(time.monotonic() * 1e6 + 0.5) / 1e6,
+                         "client": client, "conn": conn, "op": op, "phase": phase}
+        for key, value in fields.items():
+            if value is not None:
+                entry[key] = value
+        self._pending.append(entry)
         return entry
 
     def drain(self) -> list[Record]:
         """Records since the last drain, in the order they were made."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-        return pending
+        with self._drain_lock:
+            pending = self._pending
+            return [pending.popleft() for _ in range(len(pending))]
 
 
 class HistoryFile:
@@ -55,7 +82,7 @@ class HistoryFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self._file = open(path, "ab")  # noqa: SIM115
         self._lock = threading.Lock()
         self.count = 0
         self.dropped = 0
@@ -65,9 +92,10 @@ class HistoryFile:
             if self._file.closed:
                 self.dropped += sum(1 for _ in records)
                 return
-            for record in records:
-                self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-                self.count += 1
+            lines = [encode_line(record) for record in records]
+            if lines:
+                self._file.write(b"\n".join(lines) + b"\n")
+                self.count += len(lines)
             self._file.flush()
 
     def close(self) -> None:
