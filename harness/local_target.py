@@ -338,7 +338,7 @@ class LocalTarget:
             raise
         self.cpu = CpuSampler(self.pids).start()
         if self.upstream is None and self.sample_interval > 0:
-            self.resources = ResourceSampler({"stack": lambda: self.pids[self._stack_index:self._stack_index + 1],
+            self.resources = ResourceSampler({"stack": self._stack_pids,
                                               "store": self._store_pids,
                                               "proxy": lambda: self.pids[self._stack_index + 1:]},
                                              self.run_dir / "resources.jsonl", self.sample_interval).start()
@@ -398,6 +398,18 @@ class LocalTarget:
         self.stack = _wait_ready(process, self.run_dir / f"{name}.json", "up", self.run_dir / "stack.out", timeout,
                                  self._stopping)
         self.restarts[-1]["ready_t"] = int(time.time() * 1000)
+
+    def _stack_pids(self) -> list[int]:
+        """The stack's process and every process under it (its functions' instances, their fork
+        server, Node processes) but the local DynamoDB's."""
+        found, todo = [], [self.pids[self._stack_index]]
+        while todo:
+            pid = todo.pop()
+            if MOTO_SERVER in _command_line(pid):
+                continue
+            found.append(pid)
+            todo += _children(pid)
+        return found
 
     def _store_pids(self) -> list[int]:
         """The local DynamoDB's process: its own (``relay-harness dynamodb``, with kills), else the

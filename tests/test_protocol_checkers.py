@@ -5,7 +5,6 @@ socket): hand-made histories that must pass and must fail, then real runs in whi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -235,12 +234,11 @@ def _locust(tmp_path: Path, *args: str, bug: str | None = None, profile: str | N
     if profile:
         (tmp_path / "profile.toml").write_text(profile)
         options += ["--chaos-profile", str(tmp_path / "profile.toml")]
-    env = dict(os.environ)
     if bug:
-        env["PLANTED_BUG"] = bug
-        template = planted_relay(tmp_path / "relay", "planted_bugs/src", {"WebSocketFunction": "planted.handler"})
+        template = planted_relay(tmp_path / "relay", "planted_bugs/src", {"WebSocketFunction": "planted.handler"},
+                                 {"PLANTED_BUG": bug})
         options += ["--template", str(template)]
-    result = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", *options], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", *options], cwd=ROOT,
                             capture_output=True, text=True, timeout=240)
     assert result.returncode in (0, 1) and (run_dir / "history.jsonl").exists(), result.stderr[-3000:]
     return Run.load(run_dir)

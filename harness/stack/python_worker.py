@@ -133,6 +133,25 @@ class ChannelLog:
         self.channel.send(("log", None, message))
 
 
+class _ChannelStream:
+    """stdout/stderr of an instance: what is written outside any invocation (the init phase: module
+    imports) also goes to the stack's log, as Lambda sends it to the function's log stream."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self.channel = channel
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self.channel.send(("log", None, text))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 class ConnectionsShortcut:
     """``@connections`` requests to the stack's own management API (its HTTP or HTTPS authority),
     answered by the stack over the connection instead of over a socket. It is botocore's transport
@@ -242,6 +261,7 @@ def serve(connection: Any, config: dict[str, Any]) -> None:
     sys.path[:] = _import_path(config)
     os.chdir(config["code_dir"])
     channel = _Channel(connection)
+    sys.stdout = sys.stderr = _ChannelStream(channel)  # type: ignore[assignment]
     route_function_output(ChannelLog(channel))  # type: ignore[arg-type]
     ThreadPoolExecutor.submit = _submit_in_context  # type: ignore[method-assign]
     boto3.setup_default_session()
