@@ -277,9 +277,10 @@ def on_init(environment: Environment, **_: Any) -> None:
                 "proxy": RUN.target.proxy if RUN.target else None,
                 "resource_sampling": RUN.target.sampling if RUN.target else None,
                 "leaks": profile.leaks.as_dict() if profile and profile.leaks else None}
+    # Ctrl-C is ours before run.json says the run started (a job cancelled as soon as it sees it).
+    signal.signal(signal.SIGINT, _on_sigint)
     write_atomic(RUN.run_dir / "run.json", json.dumps(RUN.info, indent=2))
     print(f"relay-harness: seed {options.seed}; target {environment.host}; run folder {RUN.run_dir}", flush=True)
-    signal.signal(signal.SIGINT, _on_sigint)
     # This process and its --processes workers, not the target's processes (also its children);
     # Locust's own figures (every 10 s, remote workers included) are taken too.
     RUN.load_cpu = CpuSampler([os.getpid()], skip=RUN.target.pids if RUN.target else []).start()
