@@ -13,6 +13,7 @@ how to start an instance and talk to it (``Instance``).
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 import uuid
@@ -26,6 +27,20 @@ from .runtime import FunctionSpec, Invocation, time_limit, timed_out
 
 class HostExited(Exception):
     """The instance's process ended while an invocation was in flight (or could not start)."""
+
+
+def wait_for_reply(replies: Any, matches: Callable[[Any], bool], deadline: float, exited: Callable[[], str]) -> Any:
+    """The first message on ``replies`` (a queue its reader fills; None once the process ended) that
+    ``matches``: ``TimeoutError`` at ``deadline`` (monotonic), ``HostExited(exited())`` on None."""
+    while True:
+        try:
+            reply = replies.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise TimeoutError from None
+        if reply is None:
+            raise HostExited(exited())
+        if matches(reply):
+            return reply
 
 
 class Instance(Protocol):

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from .instances import HostExited, InstanceFunction
+from .instances import HostExited, InstanceFunction, wait_for_reply
 from .logs import StackLog
 from .runtime import FunctionSpec, lambda_variables, passed_through
 
@@ -104,15 +104,7 @@ class _HostProcess:
             self.process.stdin.flush()
         except OSError as exc:
             raise HostExited(self._exit_message()) from exc
-        while True:
-            try:
-                reply = self.replies.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise TimeoutError from None
-            if reply is None:
-                raise HostExited(self._exit_message())
-            if reply.get("id") == request_id:
-                return reply
+        return wait_for_reply(self.replies, lambda reply: reply.get("id") == request_id, deadline, self._exit_message)
 
     def _exit_message(self) -> str:
         with contextlib.suppress(subprocess.TimeoutExpired):

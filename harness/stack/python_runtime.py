@@ -32,7 +32,7 @@ from typing import Any
 
 from ..faults.plan import FaultPlan
 from .fork_server import ForkServer, ForkServerError
-from .instances import HostExited, InstanceFunction
+from .instances import HostExited, InstanceFunction, wait_for_reply
 from .invocation_keys import frozen_at, invocation_key
 from .logs import StackLog
 from .management_api import Connections, answer
@@ -94,15 +94,7 @@ class _Worker:
             self._send(("invoke", request_id, event, context, invocation_key.get(), frozen_at.get()))
         except OSError as exc:
             raise HostExited(self._exit_message()) from exc
-        while True:
-            try:
-                reply = self.replies.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise TimeoutError from None
-            if reply is None:
-                raise HostExited(self._exit_message())
-            if reply[1] == request_id:
-                return reply[2]
+        return wait_for_reply(self.replies, lambda reply: reply[1] == request_id, deadline, self._exit_message)[2]
 
     def _exit_message(self) -> str:
         return "Runtime exited without providing a reason"  # Lambda's words when the process just ends
