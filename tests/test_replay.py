@@ -23,8 +23,9 @@ window = { start = 3 }
 """
 # Before players had stable names and seeded choices, two same-seed runs shared no decision at all.
 # Keys name the frame's index on its connection, so timing shifts some of them (README: "Seeds and
-# replay"); this bound is well under what was measured and well over 0.
-MIN_JACCARD = 0.3
+# replay"); this bound is well over 0 and under what was measured: 0.28-0.29 in full-suite runs
+# with functions in worker processes (whose timing moves frame indices more), 0.3+ alone.
+MIN_JACCARD = 0.2
 
 
 def test_two_runs_with_one_seed_share_many_fault_decisions(tmp_path):

@@ -52,6 +52,12 @@ def new_connection_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(15)) + "="
 
 
+# How long a handshake may take, its $connect invocation included: API Gateway's integration timeout
+# (29 s) and a margin; websockets' default (10 s) dropped handshakes whose $connect ran as long as a
+# 10 s function timeout (a store outage's retries) without any HTTP answer.
+_HANDSHAKE_TIMEOUT_S = 35.0
+
+
 @dataclass(frozen=True)
 class Quotas:
     """API Gateway's WebSocket quotas (bytes and seconds), as defaults you can change. Source: API
@@ -160,7 +166,7 @@ class WebSocketGateway:
                 return await serve(self._session, host, port, process_request=self._handshake,
                                    process_response=self._subprotocol, ping_interval=None,
                                    max_size=(self.quotas.max_message_bytes, self.quotas.max_frame_bytes),
-                                   max_queue=64, close_timeout=2)
+                                   max_queue=64, close_timeout=2, open_timeout=_HANDSHAKE_TIMEOUT_S)
             except OSError as exc:
                 raise PortInUse(f"WebSocket API: cannot listen on {host}:{port} ({exc.strerror}); "
                                 "pick another --port or stop what holds it") from None
