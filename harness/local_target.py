@@ -91,6 +91,18 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def _machine_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU time of the whole machine, all cores, in clock ticks (/proc/stat's ``cpu``
+    line: busy is everything but idle and iowait), or None when it cannot be read."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return total - fields[3] - fields[4], total
+
+
 def _tree(roots: Sequence[int], skip: Sequence[int] = ()) -> list[int]:
     """``roots`` and all their descendants, leaving out those under ``skip``."""
     pids, todo = [], list(roots)
@@ -139,13 +151,20 @@ class CpuSampler:
 
     ``peak_percent`` is the highest share of one core (100.0 = one core busy for the whole
     interval) any single process used over one interval; None until two samples were taken.
+    ``saturated_share`` is the share of intervals (0.0-1.0) in which the whole machine, every core,
+    was at least ``SATURATED`` busy (whoever used it): processes spread over several cores can starve
+    with none of them near 100 % of one core. None until two samples were taken.
     """
+
+    SATURATED = 95.0  # percent of all cores
 
     def __init__(self, roots: Sequence[int], interval: float = CPU_SAMPLE_INTERVAL, skip: Sequence[int] = ()) -> None:
         self.roots = roots
         self.skip = skip
         self.interval = interval
         self.peak_percent: float | None = None
+        self.intervals = 0
+        self.saturated_intervals = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="target-cpu", daemon=True)
 
@@ -157,14 +176,24 @@ class CpuSampler:
         times = {pid: cpu for pid in _tree(self.roots, self.skip) if (cpu := _cpu_seconds(pid)) is not None}
         return time.monotonic(), times
 
+    @property
+    def saturated_share(self) -> float | None:
+        return round(self.saturated_intervals / self.intervals, 3) if self.intervals else None
+
     def _run(self) -> None:
         last_at, last = self._sample()
+        last_machine = _machine_jiffies()
         while not self._stop.wait(self.interval):
             now_at, now = self._sample()
             shares = [100.0 * (now[pid] - last[pid]) / (now_at - last_at) for pid in now.keys() & last.keys()]
             if shares:
                 self.peak_percent = round(max(max(shares), self.peak_percent or 0.0), 1)
-            last_at, last = now_at, now
+            machine = _machine_jiffies()
+            if machine and last_machine and machine[1] > last_machine[1]:
+                self.intervals += 1
+                busy = 100.0 * (machine[0] - last_machine[0]) / (machine[1] - last_machine[1])
+                self.saturated_intervals += busy >= self.SATURATED
+            last_at, last, last_machine = now_at, now, machine
 
     def stop(self) -> None:
         self._stop.set()
@@ -431,6 +460,11 @@ class LocalTarget:
     def peak_cpu_percent(self) -> float | None:
         """The busiest process of the stack and proxy: its highest share of one core, in percent."""
         return self.cpu.peak_percent if self.cpu else None
+
+    @property
+    def saturated_share(self) -> float | None:
+        """The share of the run (0.0-1.0) in which all of the machine's cores were busy (``CpuSampler``)."""
+        return self.cpu.saturated_share if self.cpu else None
 
     @property
     def websocket_url(self) -> str:

@@ -58,6 +58,7 @@ HISTORY_ACK = "relay_history_ack"  # master -> worker: your last batch arrived
 FINAL_DEADLINE = 30.0  # seconds the master waits for every worker's last batch
 ACK_DEADLINE = 10.0  # seconds a quitting worker waits for the master's acknowledgement
 SHORT_OF_CPU = 90.0  # percent of one core; Locust warns above the same figure
+SATURATED_SHARE = 0.25  # of the run with every core busy: the stack's processes, the load and the store starve
 REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
 
 
@@ -419,12 +420,15 @@ def _resources(environment: Environment) -> dict[str, Any]:
     peaks = [p for p in (RUN.load_cpu_peak, RUN.load_cpu.peak_percent if RUN.load_cpu else None) if p is not None]
     load = {"peak_cpu_percent": max(peaks, default=None), "warned": warned}
     stack = {"peak_cpu_percent": RUN.target.peak_cpu_percent if RUN.target else None}
+    machine = {"cores": os.cpu_count(), "saturated_share": RUN.target.saturated_share if RUN.target else None}
     short = []
     if warned or (load["peak_cpu_percent"] or 0) > SHORT_OF_CPU:
         short.append("load generator")
     if (stack["peak_cpu_percent"] or 0) > SHORT_OF_CPU:
         short.append("stack")
-    return {"load_generator": load, "stack": stack, "short_of_cpu": short}
+    if (machine["saturated_share"] or 0) >= SATURATED_SHARE:
+        short.append("machine")
+    return {"load_generator": load, "stack": stack, "machine": machine, "short_of_cpu": short}
 
 
 def _write_run_end(environment: Environment) -> None:

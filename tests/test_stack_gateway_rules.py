@@ -144,6 +144,33 @@ def test_messages_waiting_for_a_function_instance_when_their_socket_closes_are_n
     assert started() == {10, 11}
 
 
+def test_a_message_that_waited_for_a_function_instance_logs_its_wait_apart_from_its_duration(stack, tmp_path):
+    """Lambda never makes a synchronous invocation wait (it starts another instance): a wait here is
+    the local stack's, logged as ``queued_ms`` (the checkers' lag spans), not in Lambda's Duration."""
+    marker = tmp_path / "release"
+    ws = _socket(stack)
+    conn_id = _fixture_log(stack, "connect")[-1]["conn"]
+    before = len(_invocations(stack, "RulesFunction"))
+
+    def started():
+        return {e["n"] for e in _fixture_log(stack, "hold") if e["at"] == "start" and e["conn"] == conn_id}
+
+    for n in (20, 21):  # both of RulesFunction's 2 instances busy
+        ws.send(json.dumps({"action": "HOLD", "n": n, "marker": str(marker)}))
+    wait_until(lambda: started() == {20, 21}, what="both instances busy")
+    ws.send(json.dumps({"action": "HOLD", "n": 22, "marker": str(marker)}))
+    sent = time.monotonic()
+    while time.monotonic() - sent < 0.4:  # it stays queued while both instances are held
+        assert 22 not in started()
+    marker.touch()
+    wait_until(lambda: len(_invocations(stack, "RulesFunction")) >= before + 3, what="the three invocations logged")
+    records = _invocations(stack, "RulesFunction")[before:]
+    waited = [r for r in records if r.get("queued_ms")]
+    assert len(waited) == 1 and waited[0]["queued_ms"] >= 350, records
+    assert waited[0]["duration_ms"] < waited[0]["queued_ms"], "the wait is not part of Lambda's Duration"
+    ws.close()
+
+
 def test_the_socket_is_gone_until_connect_returns(stack):
     ws = _socket(stack, "?self-post=1")
     [early] = _fixture_log(stack, "self-post")

@@ -12,7 +12,7 @@ import pytest
 
 from harness import checkers
 from harness.checkers import client_errors, delivery, health, membership, notifications, pinned
-from harness.checkers.model import Run
+from harness.checkers.model import Run, lag_spans
 from harness.report.build import EXIT_INCONCLUSIVE, build_report
 from tests.planted import planted_relay
 from tests.test_checkers import fault, got, joined, pair, r, sent, start
@@ -27,7 +27,7 @@ def _relayed():
 
 def _verdict(history, **run):
     results = checkers.run_checkers(Run(history, **run))
-    return checkers.verdict(results, checkers.exercise(Run(history, **run)))
+    return checkers.verdict(results, checkers.exercise(Run(history, **run)), Run(history, **run).lags)
 
 
 # ---- 1. never pass what was not exercised ---------------------------------------------------------
@@ -254,3 +254,46 @@ def test_a_message_held_by_a_pause_until_its_sender_closed_the_socket_is_explain
     assert delivery.check(Run(history, faults=[pause])).passed
     late_close = [dict(rec, t=3500) if rec["op"] == "close" else rec for rec in history]
     assert not delivery.check(Run(late_close, faults=[pause])).passed, "closed after the pause: not held by it"
+
+
+# ---- the local stack behind its load: the harness's slowness is never the relay's fault ------------
+def _waited(t, queued_ms, duration_ms=20.0, outcome="ok"):
+    return {"t": t, "function": "WebSocketFunction", "request_id": f"r{t}", "duration_ms": duration_ms,
+            "queued_ms": queued_ms, "outcome": outcome}
+
+
+def test_lag_spans_are_the_invocations_that_waited_for_an_instance_merged():
+    lags = lag_spans([_waited(3000, 1500), _waited(3400, 2000), _waited(9000, 999), _waited(20000, 4000)])
+    assert [(lag["t"], lag["params"]) for lag in lags] == [
+        (1380.0, {"seconds": 2.02, "max_queued_ms": 2000, "invocations": 2}),
+        (15980.0, {"seconds": 4.02, "max_queued_ms": 4000, "invocations": 1})]
+
+
+def test_a_loss_only_the_stacks_lag_explains_makes_the_run_inconclusive_not_failed():
+    lost = pair() + sent("a", "a-0", 1000) + [got("a", "a-0", 1050), r("a", "heartbeat", "ok", 9000)]
+    assert _verdict(lost)[0] == "fail"
+    outcome, why = _verdict(lost, invocations=[_waited(1500, 3000)])
+    assert outcome == "inconclusive"
+    assert why.startswith("the local stack fell behind its load (1 invocation(s) waited up to 3.0 s for a free "
+                          "function instance") and "1 finding(s) in Message delivery fall there" in why
+    # Lag elsewhere in the run explains nothing here: still a relay bug.
+    assert _verdict(lost, invocations=[_waited(30000, 3000)])[0] == "fail"
+    # A lag under LAG_MS is ordinary queueing: not an excuse.
+    assert _verdict(lost, invocations=[_waited(1500, 900)])[0] == "fail"
+
+
+def test_an_injected_fault_still_explains_a_loss_during_lag_and_a_violation_elsewhere_still_fails():
+    both = pair() + sent("a", "a-0", 1000) + sent("a", "a-1", 30000) + [
+        got("a", "a-0", 1050), got("a", "a-1", 30050), got("b", "a-1", 30050), r("a", "heartbeat", "ok", 40000)]
+    drop = fault("b", "drop", 1040, target={"types": ["MESSAGE"], "pids": ["a-0"]})
+    assert _verdict(both, faults=[drop], invocations=[_waited(1500, 3000)])[0] == "pass"  # the drop explains a-0
+    second_lost = [r for r in both if not (r.get("pid") == "a-1" and r["client"] == "b")]
+    assert _verdict(second_lost, faults=[drop], invocations=[_waited(1500, 3000)])[0] == "fail"  # a-1: no excuse
+
+
+def test_handler_errors_and_timeouts_while_the_stack_was_behind_are_still_the_relays():
+    """A slow handler holds instances and makes others wait: the lag it causes must not excuse it."""
+    invocations = [_waited(5000, 2000, duration_ms=3000, outcome="timeout"),
+                   {**_waited(5200, 2500, outcome="error"), "error": "KeyError: 'body'"}]
+    result = health.check(Run([], invocations=invocations, info={"ended_t": 10000}))
+    assert len(result.violations) == 2 and not result.explained

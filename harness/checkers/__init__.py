@@ -4,7 +4,9 @@ The verdict (``verdict``) is the rule that turns them into pass, fail or inconcl
 - **fail** when any checker found a violation;
 - **inconclusive** when the relay was not exercised enough for a pass to mean anything: no player
   ever started, no connect succeeded, no session started, no message was relayed, one of the core
-  checks (membership, delivery, notifications) checked nothing, or a checker itself failed;
+  checks (membership, delivery, notifications) checked nothing, or a checker itself failed; or when
+  something the checkers found is explained only by the local stack falling behind its load
+  (``model.lag_spans``): there the harness was too slow to judge the relay;
 - **pass** otherwise. Checks that checked nothing are ``not exercised`` and count neither way.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from . import (
     cleanup,
@@ -28,7 +31,7 @@ from . import (
     recovery,
     session_end,
 )
-from .model import CheckResult, Run
+from .model import CheckResult, Run, only_lag
 
 Checker = Callable[[Run], CheckResult]
 # (name, title, weight, check): names and titles are known even when a check raises.
@@ -62,13 +65,22 @@ def run_checkers(run: Run) -> list[CheckResult]:
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             result.error = f"{type(exc).__name__}: {exc} (at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})"
             results.append(result)
+    for result in results:
+        if behind := unjudged(result):
+            result.notes.append(f"{behind} finding(s) fall where the local stack fell behind its load: not judged")
     return results
+
+
+def unjudged(result: CheckResult) -> int:
+    """How many of the check's findings only the local stack's lag explains (not judged)."""
+    return sum(only_lag(finding) for finding in result.explained)
 
 
 def reliability_score(results: list[CheckResult]) -> float | None:
     """Weighted pass rate, in percent, of the checks that passed or failed (Litmus/Gremlin style);
-    checks that were skipped, not exercised or errored count neither way."""
-    judged = [r for r in results if r.status in ("pass", "fail")]
+    checks that were skipped, not exercised or errored count neither way, nor does a pass with findings
+    left unjudged where the local stack fell behind."""
+    judged = [r for r in results if r.status == "fail" or (r.status == "pass" and not unjudged(r))]
     total = sum(r.weight for r in judged)
     return round(100.0 * sum(r.weight for r in judged if r.passed) / total, 1) if total else None
 
@@ -86,12 +98,29 @@ def exercise(run: Run) -> dict[str, int]:
     }
 
 
-def verdict(results: list[CheckResult], exercised: dict[str, int]) -> tuple[str, str]:
-    """("pass" | "fail" | "inconclusive", one line saying why)."""
+def lag_summary(lags: list[dict[str, Any]]) -> dict[str, Any]:
+    """``Run.lags`` in figures: ``spans``, ``seconds`` (their total), ``max_queued_ms``, ``invocations``."""
+    return {"spans": len(lags), "seconds": round(sum(lag["params"]["seconds"] for lag in lags), 1),
+            "max_queued_ms": max((lag["params"]["max_queued_ms"] for lag in lags), default=0),
+            "invocations": sum(lag["params"]["invocations"] for lag in lags)}
+
+
+def verdict(results: list[CheckResult], exercised: dict[str, int], lags: list[dict[str, Any]] | None = None
+            ) -> tuple[str, str]:
+    """("pass" | "fail" | "inconclusive", one line saying why). ``lags``: ``Run.lags``."""
     violations = sum(len(r.violations) for r in results)
     failed = [r.title for r in results if r.violations]
     if violations:
         return "fail", f"{violations} violation(s) in {', '.join(failed)}"
+    behind = [(r.title, f) for r in results for f in r.explained if only_lag(f)]
+    if behind:
+        lag = lag_summary(lags or [])
+        titles = ", ".join(dict.fromkeys(title for title, _ in behind))
+        return "inconclusive", (
+            f"the local stack fell behind its load ({lag['invocations']} invocation(s) waited up to "
+            f"{lag['max_queued_ms'] / 1000:.1f} s for a free function instance, over {lag['seconds']:.0f} s in "
+            f"{lag['spans']} span(s)): {len(behind)} finding(s) in {titles} fall there and cannot be judged; "
+            "run fewer users (-u) or give the machine more cores")
     reason = _not_exercised(results, exercised)
     if reason:
         return "inconclusive", reason

@@ -18,6 +18,13 @@ Which fault can explain what (a fault explains only what it could have caused):
   restarted stack was ready (run.json ``stack_restarts``; until the end of the run if it never
   was). It ends every socket and may lose whatever was in flight over that span, and explains
   nothing before or after it.
+
+The local stack's own lag is treated like a stack-side fault that names no client: an invocation
+that waited ``LAG_MS`` or more for a free function instance (``invocations.jsonl`` ``queued_ms``;
+Lambda never makes a synchronous invocation wait, it starts another instance) marks the stack as
+*behind* from that event's arrival to its invocation's end (``Run.lags``, overlapping spans merged).
+What only such a span explains is not judged, and the verdict says the run is inconclusive
+(``checkers.verdict``): the harness, not the relay, was too slow there.
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ STATUSES = ("pass", "fail", "not exercised", "error", "skipped")
 SLOWING = frozenset({"latency", "cold_start", "stream_stall"})
 # Stack-side faults whose effects end with their span, which is exact: no grace on either side.
 EXACT_SPAN = frozenset({"kill"})
+# An invocation that waited this long for a free instance (ms) shows the local stack behind its load.
+LAG_MS = 1000.0
+LAG = "stack_lag"
 
 
 def number(value: Any) -> float | None:
@@ -195,6 +205,8 @@ class Run:
             if conn is not None:
                 self.faults_by_socket[(client, conn)].append(fault)
         self.last_fault_t = max((f["t"] + 1000 * fault_span(f) for f in self.faults), default=0)
+        self.lags = lag_spans(self.invocations)
+        self.stack_faults += self.lags
         self.stack_index = FaultIndex(self.stack_faults)
         self.proxy_wide_index = FaultIndex(self.proxy_wide)
 
@@ -377,6 +389,31 @@ def _names(target: dict[str, Any], pid: str | None, kind: str | None) -> bool:
     if pid is not None:
         return pid in (target.get("pids") or [])
     return kind is not None and (kind in (target.get("types") or []) or kind in (target.get("actions") or []))
+
+
+def lag_spans(invocations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """When the local stack was behind its load, as stack-side pseudo-faults (``fault`` ``stack_lag``,
+    seam ``stack``, no target): each invocation that waited ``LAG_MS`` or more for a free instance
+    spans from its event's arrival (``t - duration_ms - queued_ms``) to its end (``t``, wall ms);
+    overlapping spans merge. ``params``: ``seconds`` (the span), ``max_queued_ms`` and
+    ``invocations`` (how many waited that long in it)."""
+    waits = sorted((r["t"] - float(r.get("duration_ms") or 0) - float(r["queued_ms"]), float(r["t"]),
+                    float(r["queued_ms"])) for r in invocations if float(r.get("queued_ms") or 0) >= LAG_MS)
+    spans: list[list[float]] = []
+    for start, end, queued in waits:
+        if spans and start <= spans[-1][1]:
+            last = spans[-1]
+            last[1], last[2], last[3] = max(last[1], end), max(last[2], queued), last[3] + 1
+        else:
+            spans.append([start, end, queued, 1])
+    return [{"t": start, "seam": "stack", "fault": LAG, "target": {},
+             "params": {"seconds": round((end - start) / 1000, 3), "max_queued_ms": round(queued),
+                        "invocations": count}} for start, end, queued, count in spans]
+
+
+def only_lag(finding: Finding) -> bool:
+    """Whether what explains ``finding`` is the local stack's lag alone (no injected fault)."""
+    return bool(finding.explained_by) and all(f.get("fault") == LAG for f in finding.explained_by)
 
 
 def fault_span(fault: dict[str, Any]) -> float:

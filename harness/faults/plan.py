@@ -197,6 +197,13 @@ def parse_rule(raw: Any, default_name: str = "fault") -> Rule:
                 params)
 
 
+def delay_s(rule: Rule, seed: int, key: tuple[Any, ...]) -> float:
+    """A delaying rule's delay for the event ``key``, in seconds: ``ms`` plus a share of ``jitter_ms``
+    drawn from ``seed`` and ``key``, so any process with the same seed gives the same delay."""
+    jitter = rule.params.get("jitter_ms", 0.0) * uniform(seed, rule.name, "jitter", *key)
+    return (rule.params.get("ms", 0.0) + jitter) / 1000
+
+
 class FaultPlan:
     """The rules of one run for the seams behind the gateway, their counters and the fault log.
 
@@ -288,9 +295,7 @@ class FaultPlan:
         return 0.0 if rule.end is None else max(0.0, self.started + rule.end - time.monotonic())
 
     def delay_s(self, rule: Rule, key: tuple[Any, ...]) -> float:
-        """``ms`` plus a seeded share of ``jitter_ms``, in seconds."""
-        jitter = rule.params.get("jitter_ms", 0.0) * uniform(self.seed, rule.name, "jitter", *key)
-        return (rule.params.get("ms", 0.0) + jitter) / 1000
+        return delay_s(rule, self.seed, key)
 
     def record(self, rule: Rule, target: dict[str, Any], key: tuple[Any, ...]) -> None:
         """One line in the fault log, now (call it when the fault takes effect)."""

@@ -9,7 +9,7 @@ from html import escape
 from typing import Any
 
 from .charts import line_chart
-from .markdown import check_note, cpu_warning, process_lines, score_text, showing, verdict_line
+from .markdown import behind_text, check_note, cpu_warning, process_lines, score_text, showing, verdict_line
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:960px;color:#222}
@@ -56,7 +56,7 @@ def _findings(checks: list[dict[str, Any]]) -> str:
         explained = check.get("explained") or []
         if explained:
             total = check.get("explained_count", len(explained))
-            parts.append(f"<h3>{title}: {total} explained by injected faults"
+            parts.append(f"<h3>{title}: {total} explained by injected faults or the local stack's lag"
                          f"{showing(min(EXPLAINED_SHOWN, len(explained)), total)}</h3>")
             parts += [_finding(f) for f in explained[:EXPLAINED_SHOWN]]
     return "".join(parts) or "<p>No violation, and no loss to explain.</p>"
@@ -143,6 +143,7 @@ def render_html(results: dict[str, Any]) -> str:
     partial = ("<p class='warning'>Partial: the run was interrupted; this covers what it saw.</p>"
                if results.get("partial") else "")
     rules = f", rule set <code>{escape(str(results['rules']))}</code>" if results.get("rules") else ""
+    behind = escape(behind_text(counts))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{verdict}: relay reliability report</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>
@@ -155,7 +156,7 @@ def render_html(results: dict[str, Any]) -> str:
 <p>Seed <code>{escape(str(results.get('seed')))}</code>, chaos profile
 <code>{escape(str(results.get('profile') or 'none'))}</code>{rules};
 {counts.get('operations', 0)} history records from {counts.get('clients', 0)} clients;
-{counts.get('faults', 0)} faults injected; {counts.get('explained', 0)} losses explained by them.</p>
+{counts.get('faults', 0)} faults injected; {counts.get('explained', 0)} losses explained by them{behind}.</p>
 <p>Replay: <code>{escape(results.get('replay', ''))}</code></p>
 <h2>Checks</h2>
 <table><tr><th>check</th><th>status</th><th>checked</th><th>violations</th><th>explained</th><th>notes</th></tr>

@@ -29,17 +29,37 @@ def score_text(results: dict[str, Any]) -> str:
 
 def cpu_warning(results: dict[str, Any]) -> str:
     """One line when the load generator or the stack ran short of CPU (latencies are then partly the
-    harness's own), from results.json ``resources``; "" when neither was or nothing was measured."""
+    harness's own), from results.json ``resources``, and when the local stack fell behind its load
+    (``lag``); "" when none of these happened or nothing was measured."""
     resources = results.get("resources") or {}
     short = [str(part) for part in resources.get("short_of_cpu") or []]
-    if not short:
-        return ""
-    peaks = []
-    for part in short:
-        peak = (resources.get(part.replace(" ", "_")) or {}).get("peak_cpu_percent")
-        peaks.append(part if peak is None else f"{part} (peak {float(peak):.0f}% CPU)")
-    return (f"Short of CPU: the {' and the '.join(peaks)}. Latencies and throughput in this run are partly "
-            "the harness's own waiting, not only the relay's; rerun with fewer users or on a quieter machine.")
+    lag = results.get("lag") or {}
+    lines = []
+    if short:
+        peaks = []
+        for part in short:
+            measured = resources.get(part.replace(" ", "_")) or {}
+            if part == "machine":
+                peaks.append(f"machine (all {measured.get('cores')} cores at least 95% busy for "
+                             f"{100 * float(measured.get('saturated_share') or 0):.0f}% of the run)")
+                continue
+            peak = measured.get("peak_cpu_percent")
+            peaks.append(part if peak is None else f"{part} (peak {float(peak):.0f}% CPU)")
+        lines.append(f"Short of CPU: the {' and the '.join(peaks)}. Latencies and throughput in this run are partly "
+                     "the harness's own waiting, not only the relay's; rerun with fewer users or on a quieter "
+                     "machine.")
+    if lag.get("spans"):
+        lines.append(f"The local stack fell behind its load: {lag['invocations']} invocation(s) waited up to "
+                     f"{lag['max_queued_ms'] / 1000:.1f} s for a free function instance (Lambda would have started "
+                     f"another), over {lag['seconds']:.0f} s in {lag['spans']} span(s); what only that explains is "
+                     "not judged.")
+    return " ".join(lines)
+
+
+def behind_text(counts: dict[str, Any]) -> str:
+    """``, N not judged (the local stack fell behind)`` when there are such findings, else ""."""
+    behind = counts.get("behind") or 0
+    return f", {behind} not judged (the local stack fell behind)" if behind else ""
 
 
 def process_lines(results: dict[str, Any]) -> list[str]:
@@ -76,7 +96,7 @@ def render_summary(results: dict[str, Any]) -> str:
     lines += [f"Score **{score_text(results)}** · seed `{results.get('seed')}` · profile "
               f"`{results.get('profile') or 'none'}` · {counts.get('operations', 0)} history records, "
               f"{counts.get('clients', 0)} clients, {counts.get('faults', 0)} faults injected, "
-              f"{counts.get('explained', 0)} losses explained by them", "",
+              f"{counts.get('explained', 0)} losses explained by them{behind_text(counts)}", "",
               "| check | status | checked | violations | notes |", "|---|---|---|---|---|"]
     for check in results.get("checks", []):
         note = check_note(check).replace("|", "\\|").replace("\n", " ")

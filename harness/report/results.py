@@ -9,7 +9,9 @@
       "seed": int, "profile": str | null, "replay": str,   # the command that replays the run
       "rules": "protocol" | "reference",    # the rule set the checks applied
       "exercised": {"records", "connects", "connects_ok", "sessions", "sends", "deliveries"},
-      "counts": {"operations": n, "clients": n, "faults": n, "violations": n, "explained": n},
+      "counts": {"operations": n, "clients": n, "faults": n, "violations": n,
+                 "explained": n,        # findings an injected fault explains
+                 "behind": n},          # findings only the local stack's lag explains: not judged
       "checks": [{"name", "title", "weight", "status": "pass"|"fail"|"not exercised"|"error"|"skipped",
                   "skipped", "error", "checked", "notes", "violations": [finding], "explained": [finding],
                   "explained_count"}],
@@ -21,6 +23,8 @@
                     "summary": {role: {"samples", "rss_start_mb", "rss_end_mb", "rss_peak_mb",
                                        "fds_start", "fds_end", "fds_peak"}}},
                    # resources.jsonl over the charts' time axis; roles "stack", "store", "proxy"
+      "lag": {"spans", "seconds", "max_queued_ms", "invocations"},   # the local stack behind its load
+                   # (checkers/model.py lag_spans; all 0 when it kept up or ran elsewhere)
       "stats": Locust's table (locust_stats.json), or null
     }
     finding: {"invariant", "message", "excerpt": [history records], "explained_by": [fault log entries],
@@ -36,7 +40,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..checkers import exercise, reliability_score, run_checkers, verdict
+from ..checkers import exercise, lag_summary, reliability_score, run_checkers, unjudged, verdict
 from ..checkers.model import CheckResult, Run
 from ..client import parse_payload
 
@@ -158,7 +162,7 @@ def build_results(run_dir: Path, partial: bool = False) -> tuple[dict[str, Any],
     checks = run_checkers(run)
     stats_path = run_dir / "locust_stats.json"
     exercised = exercise(run)
-    outcome, reason = verdict(checks, exercised)
+    outcome, reason = verdict(checks, exercised, run.lags)
     results = {
         "schema": SCHEMA, "generated": time.time(), "run_dir": str(run_dir),
         "verdict": outcome, "verdict_reason": reason, "partial": partial or bool(run.info.get("partial")),
@@ -166,10 +170,11 @@ def build_results(run_dir: Path, partial: bool = False) -> tuple[dict[str, Any],
         "replay": replay_command(run.info), "rules": run.rules, "exercised": exercised,
         "counts": {"operations": len(run.history), "clients": len(run.by_client), "faults": len(run.faults),
                    "violations": sum(len(c.violations) for c in checks),
-                   "explained": sum(len(c.explained) for c in checks)},
+                   "explained": sum(len(c.explained) - unjudged(c) for c in checks),
+                   "behind": sum(unjudged(c) for c in checks)},
         "checks": [c.as_dict() for c in checks],
         "series": time_series(run), "faults": fault_spans(run),
-        "resources": run.info.get("resources"), "processes": process_usage(run),
+        "resources": run.info.get("resources"), "processes": process_usage(run), "lag": lag_summary(run.lags),
         "stats": json.loads(stats_path.read_text()) if stats_path.exists() else None,
     }
     return results, checks, run

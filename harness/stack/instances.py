@@ -109,15 +109,17 @@ class InstanceFunction:
                 "logStreamName": f"local/[$LATEST]{request_id[:8]}",
                 "deadlineMs": int(time.time() * 1000 + limit * 1000)}
 
-    def invoke(self, event: dict[str, Any]) -> Invocation:
+    def invoke(self, event: dict[str, Any], queued_ms: float = 0.0) -> Invocation:
         request_id = str(uuid.uuid4())
         invocation = Invocation(request_id, self.spec.name)
         self.log.function_line(self.spec.name, request_id, f"START RequestId: {request_id} Version: $LATEST")
-        started = time.monotonic()
         limit, cut = time_limit(self.spec)
+        started = time.monotonic()
         try:
             payload = json.loads(to_json(event))
             with self.slots:
+                invocation.queued_ms = queued_ms + (time.monotonic() - started) * 1000
+                started = time.monotonic()
                 instance = self._take()
                 healthy = False
                 try:

@@ -45,21 +45,23 @@ class FaultyFunction:
         self.log = log
         self.identities = identities
 
-    def invoke(self, event: dict[str, Any]) -> Invocation:
+    def invoke(self, event: dict[str, Any], queued_ms: float = 0.0) -> Invocation:
         facts, key = self.identities.facts_and_key(self.spec.name, event)
         context = contextvars.copy_context()
-        return context.run(self._invoke, event, facts, key)
+        return context.run(self._invoke, event, facts, key, queued_ms)
 
-    def _invoke(self, event: dict[str, Any], facts: dict[str, Any], key: tuple[Any, ...]) -> Invocation:
+    def _invoke(self, event: dict[str, Any], facts: dict[str, Any], key: tuple[Any, ...],
+                queued_ms: float) -> Invocation:
         invocation_key.set(key)
         invocation_calls.set(Counter())
         rule = self.plan.pick("invocation", facts, key)
         if rule is None:
-            return self.inner.invoke(event)
+            return self.inner.invoke(event, queued_ms)
         target = {"function": self.spec.name, "source": facts["source"], "route": facts["route"],
                   "action": facts["action"], "event": list(key[1:])}
         if rule.type in ("error_before", "throttle"):
-            invocation = Invocation(str(uuid.uuid4()), self.spec.name, error=dict(INJECTED_ERRORS[rule.type]))
+            invocation = Invocation(str(uuid.uuid4()), self.spec.name, error=dict(INJECTED_ERRORS[rule.type]),
+                                    queued_ms=queued_ms)
             self.plan.record(rule, {**target, "request_id": invocation.request_id}, key)
             self.log.function_line(self.spec.name, invocation.request_id, f"INJECTED {rule.type} ({rule.name}): "
                                                                          "the handler did not run")
@@ -67,12 +69,12 @@ class FaultyFunction:
         if rule.type in ("latency", "cold_start"):
             self.plan.record(rule, target, key)
             time.sleep(self.plan.delay_s(rule, key))
-            return self.inner.invoke(event)
+            return self.inner.invoke(event, queued_ms)
         if rule.type == "timeout":
             cut = rule.params["after_ms"] / 1000
             invocation_cut.set(cut)
             frozen_at.set(time.monotonic() + cut)
-        invocation = self.inner.invoke(event)
+        invocation = self.inner.invoke(event, queued_ms)
         if invocation.failed and not invocation.cut:
             return invocation  # it failed by itself: nothing was injected
         if rule.type == "timeout" and not invocation.cut:

@@ -233,8 +233,7 @@ class LocalStack:
         plan = self.options.faults
         seams = {} if plan is None else {
             "plan": plan, "tables": self.tables, "clock_skew": plan.has("process", "clock_skew"),
-            "hook_calls": plan.live or plan.has("store") or plan.has("management") or plan.has("invocation", "timeout")
-            or plan.has("process", "store_outage")}
+            "hook_calls": _hooks_calls(plan)}
         management = tuple(server.authority for server in (self.management, self.management_https) if server)
         identities = EventIdentities()
         for name, spec in specs.items():
@@ -287,8 +286,7 @@ class LocalStack:
         if plan.has("process", "clock_skew") and self._node_functions:
             print(f"relay-harness: clock_skew cannot skew Node.js functions: "
                   f"{', '.join(f.spec.name for f in self._node_functions)} keep their own clock", file=sys.stderr)
-        hooked = plan.live or plan.has("store") or plan.has("management") or plan.has("invocation", "timeout")
-        if (hooked or plan.has("process", "store_outage")) and self._node_functions:
+        if _hooks_calls(plan) and self._node_functions:
             print(f"relay-harness: the store and management seams hook boto3; the AWS calls of Node.js functions "
                   f"({', '.join(f.spec.name for f in self._node_functions)}) do not pass them", file=sys.stderr)
 
@@ -446,3 +444,11 @@ class _GatewayConnections:
 
     def close(self, conn_id: str) -> bool:
         return self.target.close(conn_id)
+
+
+def _hooks_calls(plan: FaultPlan) -> bool:
+    """Whether the plan needs the functions' AWS calls hooked (python_worker's store and management
+    seams): a live plan, store or management rules, invocation timeouts (a call after the cut is
+    stopped, as Lambda freezes a timed-out handler) or a store outage."""
+    return (plan.live or plan.has("store") or plan.has("management") or plan.has("invocation", "timeout")
+            or plan.has("process", "store_outage"))

@@ -73,6 +73,8 @@ class StackLog:
                                       "timeout" if error.get("errorType") == "Sandbox.Timedout" else "error")}
         if error:
             record["error"] = f"{error.get('errorType')}: {error.get('errorMessage', '')}"
+        if invocation.queued_ms >= 1:
+            record["queued_ms"] = round(invocation.queued_ms)
         with self._lock:
             if self._records is not None and not invocation.cut:
                 self._records.write(json.dumps(record) + "\n")

@@ -47,8 +47,7 @@ from urllib.parse import urlsplit
 import boto3
 from botocore.httpsession import URLLib3Session
 
-from ..faults.decisions import uniform
-from ..faults.plan import Rule
+from ..faults.plan import Rule, delay_s
 from . import clock
 from .call_faults import CallFaults, aws_response
 from .invocation_keys import frozen_at, invocation_calls, invocation_key
@@ -115,9 +114,7 @@ class RemotePlan:
         self.channel.send(("record", rule, target, key))
 
     def delay_s(self, rule: Rule, key: tuple[Any, ...]) -> float:
-        """As ``FaultPlan.delay_s``: the same seed and key give the same delay in any process."""
-        jitter = rule.params.get("jitter_ms", 0.0) * uniform(self.seed, rule.name, "jitter", *key)
-        return (rule.params.get("ms", 0.0) + jitter) / 1000
+        return delay_s(rule, self.seed, key)
 
 
 class ChannelLog:

@@ -64,7 +64,8 @@ class Invocation:
     function: str
     payload: Any = None
     error: dict[str, Any] | None = None
-    duration_ms: float = 0.0
+    duration_ms: float = 0.0  # from the moment it had an instance (Lambda's Duration), in ms
+    queued_ms: float = 0.0  # waiting for a free instance before that (the local stack's own lag), in ms
     cut: bool = False  # reported timed out by an injected fault, not by the handler's own timeout
 
     @property
@@ -88,9 +89,14 @@ def lambda_variables(spec: FunctionSpec, region: str) -> dict[str, str]:
 
 
 class Function(Protocol):
+    """``invoke(event, queued_ms=...)``: ``queued_ms`` is how long the caller already held the event
+    waiting for a free instance (the gateway's queue); the function adds its own wait and reports the
+    sum as ``Invocation.queued_ms``. Lambda never queues a synchronous invocation (it starts another
+    instance or throttles), so any wait is the local stack falling behind, not the relay."""
+
     spec: FunctionSpec
 
-    def invoke(self, event: dict[str, Any]) -> Invocation: ...
+    def invoke(self, event: dict[str, Any], queued_ms: float = 0.0) -> Invocation: ...
 
 
 class RemoteFunction:
@@ -115,11 +121,11 @@ class RemoteFunction:
             return (response.read(), response.headers.get("x-amzn-RequestId"),
                     response.headers.get("X-Amz-Function-Error"))
 
-    def invoke(self, event: dict[str, Any]) -> Invocation:
+    def invoke(self, event: dict[str, Any], queued_ms: float = 0.0) -> Invocation:
         url = f"{self.endpoint.rstrip('/')}/2015-03-31/functions/{self.spec.name}/invocations"
         request = urllib.request.Request(url, data=to_json(event).encode(), method="POST",
                                          headers={"Content-Type": "application/json"})
-        invocation = Invocation(str(uuid.uuid4()), self.spec.name)
+        invocation = Invocation(str(uuid.uuid4()), self.spec.name, queued_ms=queued_ms)
         started = time.monotonic()
         limit, cut = time_limit(self.spec)
         try:

@@ -206,12 +206,14 @@ class WebSocketGateway:
         message (no slot was free when it arrived) whose socket closed while it waited is dropped:
         None, nothing invoked."""
         function = self.routes[route_key]
+        arrived = time.monotonic()
         async with self._slots[id(function)]:
             if live is not None and queued:
                 live.waiting -= 1
                 if live.closed:
                     return None
-            return await asyncio.get_running_loop().run_in_executor(self._executor, function.invoke, event)
+            waited_ms = (time.monotonic() - arrived) * 1000
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function.invoke, event, waited_ms)
 
     async def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
         conn_id = new_connection_id()
