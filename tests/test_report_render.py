@@ -91,13 +91,13 @@ def test_a_cut_list_says_how_much_of_it_is_shown():
     run = results(verdict="fail", checks=[check("delivery", "fail", violations=violations, explained=explained,
                                                 explained_count=101)])
     page = render_html(run)
-    assert "Delivery: 101 explained by injected faults (showing 10 of 101)" in page
+    assert "Delivery: 101 explained by injected faults or the local stack's lag (showing 10 of 101)" in page
     assert "Delivery: 30 violation(s) (showing 25 of 30)" in page
     assert "the history that shows it (showing 12 of 20)" in page and "Explained by (showing 5 of 9)" in page
     assert page.count("<details>") == 35
     assert "Violations (showing 10 of 30):" in render_summary(run)
     few = render_html(results(checks=[check("delivery", explained=[finding("m lost")] * 3, explained_count=3)]))
-    assert "3 explained by injected faults</h3>" in few and "showing" not in few
+    assert "3 explained by injected faults or the local stack's lag</h3>" in few and "showing" not in few
 
 
 def _record(t: float, op: str = "heartbeat", **fields) -> dict:
@@ -159,6 +159,19 @@ def test_a_short_of_cpu_run_says_so_in_the_page_and_the_summary():
     for calm in (results(), results(resources={"short_of_cpu": []}), {k: v for k, v in results().items()
                                                                       if k != "resources"}):
         assert "Short of CPU" not in render_html(calm) + render_summary(calm)
+
+
+def test_a_saturated_machine_and_a_stack_behind_its_load_are_said_in_the_page_and_the_summary():
+    saturated = results(resources={"machine": {"cores": 2, "saturated_share": 0.81}, "short_of_cpu": ["machine"]},
+                        lag={"spans": 1, "seconds": 104.2, "max_queued_ms": 21600, "invocations": 13481},
+                        counts={**results()["counts"], "behind": 4323})
+    line = "Short of CPU: the machine (all 2 cores at least 95% busy for 81% of the run)."
+    behind = ("The local stack fell behind its load: 13481 invocation(s) waited up to 21.6 s for a free function "
+              "instance (Lambda would have started another), over 104 s in 1 span(s)")
+    for page in (render_html(saturated), render_summary(saturated)):
+        assert line in page and behind in page and "4323 not judged (the local stack fell behind)" in page
+    calm = results(lag={"spans": 0, "seconds": 0, "max_queued_ms": 0, "invocations": 0})
+    assert "fell behind" not in render_html(calm) + render_summary(calm)
 
 
 def test_junit_properties_leave_out_what_the_run_does_not_have():

@@ -65,11 +65,12 @@ def test_ctrl_c_to_the_process_group_writes_a_partial_report_and_no_traceback(tm
     assert info["history_complete"] is True and info["history_missing"] == []
     assert info["rules"] == "reference"
     resources = info["resources"]
-    assert set(resources) == {"load_generator", "stack", "short_of_cpu"}
+    assert set(resources) == {"load_generator", "stack", "machine", "short_of_cpu"}
     assert isinstance(resources["load_generator"]["warned"], bool)
     assert 0 < resources["load_generator"]["peak_cpu_percent"] < 400
     assert 0 < resources["stack"]["peak_cpu_percent"] < 400
-    assert set(resources["short_of_cpu"]) <= {"load generator", "stack"}
+    assert resources["machine"]["cores"] == os.cpu_count() and 0 <= resources["machine"]["saturated_share"] <= 1
+    assert set(resources["short_of_cpu"]) <= {"load generator", "stack", "machine"}
 
 
 @pytest.fixture(scope="module")
