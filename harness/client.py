@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import threading
 import time
 import urllib.error
@@ -54,6 +55,20 @@ def payload_for(pid: str, body: str = "") -> str:
     """What a client sends as a message payload: its id and send time travel with it."""
     # encode_basestring_ascii is what json.dumps does with a str, without its dispatch.
     return f'{{"pid":{_quote(pid)},"ts":{int(time.time() * 1000)},"body":{_quote(body)}}}'
+
+
+def time_ms(value: Any) -> int:
+    """A message's ``time`` as the relay sent it (a number, or a numeric string as the original Simple
+    Relay sends ``pinnedMessage.time``; whole or not) in whole ms; 0 when it is neither. Whether a
+    time is right is the checkers' question: a client that stopped reading over it would make every
+    later message look lost."""
+    if isinstance(value, bool):
+        return 0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return int(number) if math.isfinite(number) else 0
 
 
 def parse_payload(payload: Any) -> dict[str, Any] | None:
@@ -252,8 +267,13 @@ class RelayClient:
             via = "HEARTBEAT" if messages and isinstance(messages[0], dict) and messages[0].get(
                 "type") == "HEARTBEAT" else None
             for message in messages:
-                if isinstance(message, dict):
+                if not isinstance(message, dict):
+                    continue
+                try:
                     self._handle(message, ws, conn, attempt, via if message.get("type") != "HEARTBEAT" else None)
+                except Exception as exc:  # a relay's odd message must not stop this socket's reading
+                    self._record(attempt, conn, "recv", "ok", msg={"type": "<unreadable>", "raw": str(message)[:200],
+                                                                   "error": f"{type(exc).__name__}: {exc}"})
 
     def _handle(self, message: dict[str, Any], ws: websocket.WebSocket, conn: int, attempt: SessionAttempt,
                 via: str | None) -> None:
@@ -275,10 +295,10 @@ class RelayClient:
                     self.metric("time to SESSION_CONNECT", (time.monotonic() - attempt.joined_at) * 1000, None)
                 attempt.started = True
                 pinned = message.get("pinnedMessage") or {}
-                attempt.pinned_time = max(attempt.pinned_time, int(pinned.get("time", 0)))
+                attempt.pinned_time = max(attempt.pinned_time, time_ms(pinned.get("time")))
             elif kind == "MESSAGE":
                 if message.get("pinned"):
-                    attempt.pinned_time = max(attempt.pinned_time, int(message.get("time", 0)))
+                    attempt.pinned_time = max(attempt.pinned_time, time_ms(message.get("time")))
                 if parsed is not None and message.get("time") is not None:
                     self.metric("message fan-out", max(0.0, time.time() * 1000 - parsed["ts"]), None)
             elif kind == "HEARTBEAT" and current:

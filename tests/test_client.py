@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from harness.client import ClientTimings, RelayClient, parse_payload
+from harness.client import ClientTimings, RelayClient, parse_payload, payload_for
 from harness.history import History
 from harness.http_server import LoopbackHTTPServer
 from harness.proxy.faults import parse_fault
@@ -213,3 +214,35 @@ def test_a_join_during_a_rejoin_in_flight_keeps_each_socket_s_own_identity(stack
     assert {r["attempt"] for r in records if r["conn"] > rejoin_conn} == {2}
     for client in (a, b, c):
         client.close()
+
+
+def test_times_as_strings_and_unreadable_messages_never_stop_a_socket_s_reading():
+    """A relay of other habits: ``time`` as a numeric string with a fraction, a ``time`` that is no
+    number, a ``type`` that is a list. The client records what it could not read and reads on, so
+    the messages after them are never taken for lost."""
+    from websockets.sync.server import serve
+
+    def relay(socket):
+        socket.send(json.dumps({"type": "CONNECTION", "memberId": "m1"}))
+        socket.send(json.dumps({"type": "SESSION_CONNECT", "sessionId": "s1", "memberNum": 0,
+                                "pinnedMessage": {"time": "1732000000000.5", "message": "pin"}}))
+        socket.send(json.dumps({"type": "MESSAGE", "time": "soon", "pinned": True, "memberNum": 0,
+                                "message": payload_for("x-0")}))
+        socket.send(json.dumps({"type": ["MESSAGE"], "memberNum": 0}))
+        socket.send(json.dumps({"type": "MESSAGE", "time": 1732000000001, "memberNum": 0,
+                                "message": payload_for("x-1")}))
+        for _ in socket:  # until the client closes
+            pass
+
+    server = serve(relay, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        history = History()
+        client = RelayClient(f"ws://127.0.0.1:{server.socket.getsockname()[1]}", history, "odd", timings=FAST)
+        assert client.connect("g", 2)
+        assert client.wait_for("MESSAGE", 10, count=2)
+        unreadable = [r for r in history.drain() if r["op"] == "recv" and r["msg"].get("type") == "<unreadable>"]
+        assert len(unreadable) == 1 and unreadable[0]["msg"]["error"].startswith("TypeError")
+        client.close()
+    finally:
+        server.shutdown()

@@ -4,7 +4,8 @@
 - a 5xx answer to a well-formed ``$connect`` (the harness's players only send well-formed ones);
 - an ``ERROR`` frame (the reference relay's answer to a malformed action): a well-formed action was
   refused;
-- a frame that is not JSON.
+- a frame that is not JSON, or a JSON message the client could not read (``<unreadable>``: a field
+  of the wrong kind, such as a list for ``type``; the client records it and reads on).
 Each is explained only by an injected fault that could cause it: an invocation or process fault
 around it (store and management faults are transient answers a relay must survive), or for a bad
 handshake or a bad frame, a wire fault on that very socket (the proxy answers 502 when the upstream
@@ -76,6 +77,10 @@ def check(run: Run) -> CheckResult:
             elif kind == "<not json>":
                 faults = [f for f in run.socket_faults(record["client"], record["conn"]) if f["fault"] in _GARBLING]
                 grouped["a frame that is not JSON"].append((record, faults))
+            elif kind == "<unreadable>":
+                faults = [f for f in run.socket_faults(record["client"], record["conn"]) if f["fault"] in _GARBLING]
+                grouped[f"a message the protocol's client cannot read ({message.get('error')})"].append(
+                    (record, faults))
     for what, items in grouped.items():
         for explained in (True, False):
             chosen = [(record, faults) for record, faults in items if bool(faults) == explained]
