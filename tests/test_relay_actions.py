@@ -140,8 +140,16 @@ def test_action_from_a_connection_that_never_joined_is_invalid(relay):
     assert relay.messages("stranger=") == [{"type": "INVALID_CONNECTION"}]
 
 
+def _joined_long_ago(relay, conn_id):
+    """As if the connection joined a minute ago: past any $connect still in flight."""
+    relay.client.update_item(TableName=relay.tables["ConnectionsTable"], Key={"id": {"S": conn_id}},
+                             UpdateExpression="SET connectedAt = :t",
+                             ExpressionAttributeValues={":t": {"N": str(int(time.time()) - 60)}})
+
+
 def test_a_410_during_broadcast_marks_that_member_gone_and_others_still_receive(relay):
     a, b, c = _started(relay, 3)
+    _joined_long_ago(relay, b)
     relay.connections.drop(b)  # the socket vanished without a $disconnect reaching the relay
     relay.act(a, {"action": "SEND_MESSAGE", "payload": "still here?"})
     assert [m["payload"] for m in relay.messages(a, "MESSAGE")] == ["still here?"]
@@ -152,6 +160,24 @@ def test_a_410_during_broadcast_marks_that_member_gone_and_others_still_receive(
     relay.settle()
     assert relay.messages(a, "MEMBER_DISCONNECT") == [{"type": "MEMBER_DISCONNECT", "memberNum": 1}]
     assert relay.messages(c, "MEMBER_DISCONNECT") == [{"type": "MEMBER_DISCONNECT", "memberNum": 1}]
+
+
+def test_a_rejoin_told_of_before_its_connect_returned_is_kept_and_recovers_by_heartbeat(relay):
+    """API Gateway answers 410 until $connect returns, and the stream may post the rejoiner's
+    SESSION_CONNECT first (seen at 150 players on the local stack: the rejoined member was departed
+    and its next SEND_MESSAGE got INVALID_CONNECTION). The member stays, and asks again."""
+    a, b = _started(relay)
+    member_b = relay.messages(b, "CONNECTION")[0]["memberId"]
+    relay.disconnect(b)
+    b2 = "rejoining="
+    assert relay.ws("$connect", b2, query={"memberId": member_b})["statusCode"] == 200
+    relay.settle()  # SESSION_CONNECT to b2 answered 410: its handshake is not complete yet
+    assert relay.messages(b2) == []
+    relay.connections.open(b2)
+    relay.act(b2, {"action": "HEARTBEAT", "waitingFor": ["SESSION_CONNECT"]})
+    assert [m["type"] for m in relay.connections.frames[b2][-1]] == ["HEARTBEAT", "SESSION_CONNECT"]
+    assert relay.act(b2, {"action": "SEND_MESSAGE", "payload": "back"})["statusCode"] == 200
+    assert [m["payload"] for m in relay.messages(a, "MESSAGE")] == ["back"]
 
 
 def test_notify_disconnect_closes_the_members_socket_and_ping_answers(relay):

@@ -115,7 +115,7 @@ class Store:
     def put_connection(self, conn_id: str, session_id: str, member_id: str) -> dict[str, Any]:
         return {"Put": {
             "TableName": self.settings.connections_table,
-            "Item": {"id": conn_id, "sessionId": session_id, "memberId": member_id,
+            "Item": {"id": conn_id, "sessionId": session_id, "memberId": member_id, "connectedAt": now_s(),
                      "expireAfter": expires_in(self.settings.connection_expiry)},
         }}
 
