@@ -125,6 +125,20 @@ def test_a_loss_is_explained_only_by_a_fault_that_hit_that_message():
     assert delivery.check(Run(history, faults=[socket_ended])).passed
 
 
+def test_a_socket_ending_after_the_others_had_the_message_does_not_explain_its_loss():
+    """The relay had sent a-0 to everyone by the time a got it (+ SETTLE_MS): b's socket reset 3 s
+    later cannot be why b never got it (it made a planted fan-out bug pass for explained)."""
+    history = pair() + sent("a", "a-0", 1000) + [got("a", "a-0", 1050), r("a", "heartbeat", "ok", 9000)]
+    late = fault("b", "reset", 4000)
+    assert [f.invariant for f in delivery.check(Run(history, faults=[late])).violations] == [
+        "every send reaches every member connected throughout"]
+    assert delivery.check(Run(history, faults=[fault("b", "reset", 1800)])).passed  # still in flight
+    held = fault("b", "latency", 200, ms=3000)  # b's frames held back: the reset may have come first
+    assert delivery.check(Run(history, faults=[held, late])).passed
+    nobody_got_it = pair() + sent("a", "a-0", 1000) + [r("a", "heartbeat", "ok", 9000)]
+    assert delivery.check(Run(nobody_got_it, faults=[late, fault("a", "reset", 4000)])).passed
+
+
 def test_a_duplicate_rule_on_messages_does_not_explain_a_notice_received_twice():
     connect = start("a", "S", 0, 30)
     history = pair() + [connect, dict(connect, mono=connect["mono"] + 1e-9, t=31)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..history import Record
+from .delivery import last_receipts
 from .model import GRACE_S, CheckResult, Finding, Run, excerpt
 from .sockets import Socket, by_session, load_end, sockets
 
@@ -25,10 +26,12 @@ GONE_AFTER_S = 0.5
 def check(run: Run) -> CheckResult:
     result = CheckResult("fanout", "A gone socket does not stop a fan-out", weight=2)
     sessions = by_session(sockets(run))
-    got: dict[str, set[str]] = {}
+    received_by: dict[str, list[Record]] = {}
     for record in run.history:
         if record["op"] == "recv" and record.get("pid"):
-            got.setdefault(record["client"], set()).add(record["pid"])
+            received_by.setdefault(record["client"], []).append(record)
+    got = {client: {r["pid"] for r in records} for client, records in received_by.items()}
+    delivered = last_receipts(received_by)
     horizon = load_end(run)
     grace = GRACE_S * 1000
     for send in run.history:
@@ -49,7 +52,7 @@ def check(run: Run) -> CheckResult:
             result.checked += 1
             if send["pid"] in got.get(receiver.client, set()):
                 continue
-            faults = _could_hit(run, send, receiver, t, t + grace)
+            faults = _could_hit(run, send, receiver, t, t + grace, delivered.get(send["pid"]))
             names = ", ".join(sorted(gone_clients))
             finding = Finding("a gone socket does not stop a fan-out",
                               f"{send['pid']} from {send['client']} never reached {receiver.client}, sent while "
@@ -65,8 +68,11 @@ def _around(gone: list[Socket], receiver: Socket, t: float) -> list[Record]:
     return closes + nearby
 
 
-def _could_hit(run: Run, send: Record, receiver: Socket, start: float, end: float) -> list[dict[str, Any]]:
+def _could_hit(run: Run, send: Record, receiver: Socket, start: float, end: float,
+               delivered_t: float | None) -> list[dict[str, Any]]:
     """Faults that could have lost this message (``Run.loss_faults``: that message dropped on either
-    socket, either socket ended, a stack-side fault), or a proxy-wide one in its window."""
-    return run.loss_faults(send["pid"], send["client"], send["conn"], receiver.client, receiver.conn, start, end) + [
+    socket, either socket ended before the others had it, a stack-side fault), or a proxy-wide one
+    in its window."""
+    return run.loss_faults(send["pid"], send["client"], send["conn"], receiver.client, receiver.conn, start, end,
+                           delivered_t) + [
         f for f in run.proxy_wide_index.within(start - 1000, end) if start - 1000 <= float(f["t"]) <= end]

@@ -50,6 +50,10 @@ STATUSES = ("pass", "fail", "not exercised", "error", "skipped")
 SLOWING = frozenset({"latency", "cold_start", "stream_stall"})
 # Stack-side faults whose effects end with their span, which is exact: no grace on either side.
 EXACT_SPAN = frozenset({"kill"})
+# Wire faults that hold a socket's frames back (they delay, never lose).
+HOLDING = frozenset({"delay", "reorder", "latency", "bandwidth", "slicer", "pause"})
+# How long after the last other member got a message its fan-out may still be under way (ms).
+SETTLE_MS = 1000.0
 # An invocation that waited this long for a free instance (ms) shows the local stack behind its load.
 LAG_MS = 1000.0
 LAG = "stack_lag"
@@ -282,15 +286,30 @@ class Run:
                 and f["t"] + 1000 * fault_span(f) >= start_t - grace]
 
     def loss_faults(self, pid: str, sender: str, send_conn: int | None, receiver: str, recv_conn: int | None,
-                    start_t: float, end_t: float) -> list[dict[str, Any]]:
+                    start_t: float, end_t: float, delivered_t: float | None = None) -> list[dict[str, Any]]:
         """Injected faults that could have kept message ``pid`` from ``receiver``: a fault that hit that
-        message on either socket, a fault that ended either socket around it, or a stack-side fault."""
+        message on either socket, a fault that ended either socket around it, or a stack-side fault.
+
+        ``delivered_t``: when the last other member got that message (wall ms), if any did. The relay
+        had sent it to everyone by about then, so the receiver's socket ending more than
+        ``SETTLE_MS`` later explains nothing, unless a fault held that socket's frames back."""
+        until = end_t
+        if delivered_t is not None and not self._held_back(receiver, recv_conn, start_t, end_t):
+            until = min(end_t, delivered_t + SETTLE_MS)
         hits = [f for f in self.socket_faults(receiver, recv_conn)
-                 if _hit(f, "downstream", pid, "MESSAGE", end_t)]
+                if _hit(f, "downstream", pid, "MESSAGE", until)]
         hits += [f for f in self.socket_faults(sender, send_conn)
                  if _hit(f, "upstream", pid, "SEND_MESSAGE", start_t + 1000)]
         return hits + self._held_until_closed(sender, send_conn, start_t) + self.stack_faults_near(
             start_t, end_t, sender, receiver)
+
+    def _held_back(self, client: str, conn: int | None, start_t: float, end_t: float) -> bool:
+        """Whether a fault may have held that socket's frames back during [start_t, end_t]: one of its
+        own that delays (``HOLDING``), or a proxy-wide pause."""
+        grace = GRACE_S * 1000
+        own = any(f["fault"] in HOLDING and f["t"] <= end_t and f["t"] + 1000 * fault_span(f) >= start_t - grace
+                  for f in self.socket_faults(client, conn))
+        return own or bool(self.proxy_wide_near(start_t, end_t, {"pause"}))
 
     def _held_until_closed(self, sender: str, send_conn: int | None, sent_t: float) -> list[dict[str, Any]]:
         """Faults that held the message in the proxy (a proxy-wide pause, the socket's latency) until
