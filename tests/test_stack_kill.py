@@ -209,7 +209,7 @@ def test_ctrl_c_while_the_stack_is_down_leaves_no_process_behind(tmp_path):
 def test_a_relay_that_keeps_members_in_memory_is_caught_by_a_kill(tmp_path):
     template = planted_relay(tmp_path / "relay", "planted_relay", {"WebSocketFunction": "rejoin_from_memory.handler"})
     run_dir = tmp_path / "run"
-    done = subprocess.run(_locust(run_dir, _kill_profile(tmp_path, 5), 12, "--template", str(template)), cwd=ROOT,
+    done = subprocess.run(_locust(run_dir, _kill_profile(tmp_path, 5), 9, "--template", str(template)), cwd=ROOT,
                           capture_output=True, text=True, timeout=150)
     failed = _failed(run_dir)
     assert done.returncode == 1 and {"client_errors", "health"} <= set(failed), (failed, done.stderr[-2000:])
