@@ -54,10 +54,10 @@ def _failed(run_dir: Path) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A 16 s run of the reference relay whose stack is killed 6 s in and restarted at once."""
+    """A 13 s run of the reference relay whose stack is killed 6 s in and restarted at once."""
     folder = tmp_path_factory.mktemp("killed")
     run_dir = folder / "run"
-    done = subprocess.run(_locust(run_dir, _kill_profile(folder, 6), 16), cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run(_locust(run_dir, _kill_profile(folder, 6), 13), cwd=ROOT, capture_output=True, text=True,
                           timeout=150)
     return run_dir, done
 
