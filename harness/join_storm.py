@@ -12,8 +12,9 @@ so that conditional joins really collide. A chaos profile switches one on::
 
 Each round, ``players`` RelayClients (named ``JoinStorm-<n>``, stable across runs) wait at a barrier,
 then all open their sockets at once (no ``/ping`` first, so nothing staggers them); matched players
-leave after ``hold_s``, unmatched ones after ``MATCH_TIMEOUT_S``. Their history goes with everyone
-else's, so the membership, liveness and notifications checkers see every storm.
+leave after ``hold_s``, unmatched ones after ``MATCH_TIMEOUT_S``; when the test stops, every storm
+player still waiting leaves at once (the run's end does not wait out their timeouts). Their history
+goes with everyone else's, so the membership, liveness and notifications checkers see every storm.
 """
 
 from __future__ import annotations
@@ -85,13 +86,20 @@ class JoinStorm:
         self._thread = threading.Thread(target=self._run, name="join-storm", daemon=True)
         self._lock = threading.Lock()
         self.matched = 0  # players that got SESSION_CONNECT, over all rounds
+        self._playing: set[RelayClient] = set()  # the current round's clients, closed at once by stop()
 
     def start(self) -> JoinStorm:
         self._thread.start()
         return self
 
     def stop(self, timeout: float = MATCH_TIMEOUT_S + 5) -> None:
+        """End the storm: no new round, and the players of the current one leave now (a player waiting
+        for SESSION_CONNECT or holding its seat is closed); waits up to ``timeout`` seconds for them."""
         self.stopping.set()
+        with self._lock:
+            playing = list(self._playing)
+        for client in playing:
+            client.close()
         self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -118,14 +126,21 @@ class JoinStorm:
             barrier.wait(timeout=30)
         except threading.BrokenBarrierError:
             return
+        with self._lock:
+            if self.stopping.is_set():
+                return
+            self._playing.add(client)
         try:
-            if client.connect(self.settings.session_type, self.settings.size) and client.wait_for(
-                    "SESSION_CONNECT", MATCH_TIMEOUT_S):
+            # A stop() while the socket was opening closed the attempt before this one, or waits for it.
+            if client.connect(self.settings.session_type, self.settings.size) and not self.stopping.is_set() \
+                    and client.wait_for("SESSION_CONNECT", MATCH_TIMEOUT_S):
                 with self._lock:
                     self.matched += 1
                 self.stopping.wait(self.settings.hold_s)
         finally:
             client.close()
+            with self._lock:
+                self._playing.discard(client)
 
 
 def install(events: Any) -> None:

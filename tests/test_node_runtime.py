@@ -176,7 +176,7 @@ def test_a_short_locust_run_on_a_node_relay_gives_a_verdict(tmp_path):
     """aws-sdk v2 from npm (installed by the stack), event-derived management endpoint, stream consumer."""
     run_dir = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", "6",
-                           "-t", "15s", "--seed", "1", "--run-dir", str(run_dir), "--template",
+                           "-r", "6", "-t", "8s", "--seed", "1", "--run-dir", str(run_dir), "--template",
                            "tests/fixtures/node_relay/template.yaml"], cwd=ROOT, capture_output=True, text=True,
                           timeout=110)
     verdict = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("relay-harness: ")]

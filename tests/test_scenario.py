@@ -40,7 +40,7 @@ def _check_run(run_dir: Path) -> list[dict]:
 
 def test_headless_run_with_no_host_brings_up_the_stack_and_writes_a_run_folder(tmp_path):
     run_dir = tmp_path / "run"
-    result = _locust("--headless", "-u", "20", "-r", "20", "-t", "20s", "--run-dir", str(run_dir),
+    result = _locust("--headless", "-u", "20", "-r", "20", "-t", "10s", "--run-dir", str(run_dir),
                      "--heartbeat-interval", "2", "--seed", "5")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "relay-harness: seed 5;" in result.stdout + result.stderr
@@ -96,7 +96,7 @@ def test_a_relay_whose_stream_handler_is_not_designed_for_retries_fails_the_run(
     """The original's weakness put back (tests/fixtures/naive_relay): the run must exit 1 and say why."""
     run_dir = tmp_path / "run"
     template = planted_relay(tmp_path / "relay", "naive_relay/src", {"StreamFunction": "naive_stream.handler"})
-    result = _locust("--headless", "-u", "12", "-r", "12", "-t", "15s", "--run-dir", str(run_dir),
+    result = _locust("--headless", "-u", "12", "-r", "12", "-t", "7s", "--run-dir", str(run_dir),
                      "--heartbeat-interval", "1", "--template", str(template))
     assert result.returncode == 1, result.stderr[-3000:]
     checks = {c["name"]: c for c in json.loads((run_dir / "results.json").read_text())["checks"]}

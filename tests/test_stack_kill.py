@@ -54,10 +54,10 @@ def _failed(run_dir: Path) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A 16 s run of the reference relay whose stack is killed 6 s in and restarted at once."""
+    """A 13 s run of the reference relay whose stack is killed 6 s in and restarted at once."""
     folder = tmp_path_factory.mktemp("killed")
     run_dir = folder / "run"
-    done = subprocess.run(_locust(run_dir, _kill_profile(folder, 6), 16), cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run(_locust(run_dir, _kill_profile(folder, 6), 13), cwd=ROOT, capture_output=True, text=True,
                           timeout=150)
     return run_dir, done
 
@@ -209,7 +209,7 @@ def test_ctrl_c_while_the_stack_is_down_leaves_no_process_behind(tmp_path):
 def test_a_relay_that_keeps_members_in_memory_is_caught_by_a_kill(tmp_path):
     template = planted_relay(tmp_path / "relay", "planted_relay", {"WebSocketFunction": "rejoin_from_memory.handler"})
     run_dir = tmp_path / "run"
-    done = subprocess.run(_locust(run_dir, _kill_profile(tmp_path, 5), 12, "--template", str(template)), cwd=ROOT,
+    done = subprocess.run(_locust(run_dir, _kill_profile(tmp_path, 5), 9, "--template", str(template)), cwd=ROOT,
                           capture_output=True, text=True, timeout=150)
     failed = _failed(run_dir)
     assert done.returncode == 1 and {"client_errors", "health"} <= set(failed), (failed, done.stderr[-2000:])

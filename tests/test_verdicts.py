@@ -237,7 +237,7 @@ def test_a_relay_with_client_visible_bugs_fails_the_run(tmp_path):
     template = planted_relay(tmp_path / "relay", "sloppy_relay", {"WebSocketFunction": "sloppy_websocket.handler"})
     run_dir = tmp_path / "run"
     result = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/relay.py", "--headless", "-u", "8",
-                             "-r", "8", "-t", "12s", "--heartbeat-interval", "1", "--run-dir", str(run_dir),
+                             "-r", "8", "-t", "6s", "--heartbeat-interval", "1", "--run-dir", str(run_dir),
                              "--template", str(template), "--seed", "4"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr[-3000:]
     checks = {c["name"]: c for c in json.loads((run_dir / "results.json").read_text())["checks"]}
