@@ -225,6 +225,17 @@ type = "reset"
 direction = "upstream"
 probability = {probability}
 """
+# API Gateway's $disconnect may come late: meanwhile the relay still lists the gone socket, and a
+# fan-out in its session meets the 410 (without it the window is the few ms before $disconnect runs).
+LATE_DISCONNECT = """
+[[fault]]
+name = "late-disconnect"
+seam = "invocation"
+type = "latency"
+probability = 1.0
+params = { ms = 800 }
+match = { route = "$disconnect" }
+"""
 
 
 def _locust(tmp_path: Path, *args: str, bug: str | None = None, profile: str | None = None) -> Run:
@@ -251,11 +262,15 @@ def _locust(tmp_path: Path, *args: str, bug: str | None = None, profile: str | N
      ("-u", "20", "-t", "40s", "--short-expiry"), None),
     # The join notices are lost in the first seconds, and the HEARTBEATs asking for them come 3 s apart.
     ("ignores_waiting_for", (recovery.check,), ("-u", "12", "-t", "8s"), LOSE_JOIN_NOTICES),
-    # A 410 in a fan-out needs a socket gone in the few milliseconds before the relay hears of it:
-    # more resets than the reference run's, and sessions of 4, so that a 30 s run catches it every time
-    # (20 s found 2-6 in 3 runs, then none in a whole-suite run).
-    ("fan_out_stops_at_gone", (fanout.check,), ("-u", "24", "-t", "30s", "--session-size", "4"),
-     RESET_SOME_SOCKETS.format(probability=0.1)),
+    # A 410 in a fan-out needs a socket gone before the relay hears of it: resets, sessions of 4, a
+    # $disconnect 0.8 s late (inside the checker's 1 s window), and only PublicPlayers, whose sessions
+    # last (an Ender's END_SESSION closes every socket of its session: no member is left to judge).
+    # Without these the bug fired 1-5 times in 30 s and was caught in 2 of 4 runs. Each late
+    # $disconnect holds an instance (Lambda would start another): more slots keep the gateway from
+    # queueing behind them, which would make the stack's lag excuse the losses.
+    ("fan_out_stops_at_gone", (fanout.check,),
+     ("-u", "24", "-t", "20s", "--session-size", "4", "--concurrency", "48", "PublicPlayer"),
+     RESET_SOME_SOCKETS.format(probability=0.1) + LATE_DISCONNECT),
 ], ids=["end-session+live-cleanup", "recovery", "fan-out"])
 def test_a_planted_bug_is_caught_in_a_real_run(tmp_path, bugs, checks, args, profile):
     """The other way, the reference relay under the same faults with these checkers exercised and
