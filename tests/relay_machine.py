@@ -108,7 +108,7 @@ class Watch:
     def wrap(self, function: Any) -> None:
         inner = function.invoke
 
-        def invoke(event: dict[str, Any]) -> Any:
+        def invoke(event: dict[str, Any], queued_ms: float = 0.0) -> Any:
             context = event.get("requestContext") or {}
             with self.lock:
                 self.running += 1
@@ -116,7 +116,7 @@ class Watch:
                 if context.get("routeKey") == "$connect" and "run" in query:
                     self.connections[(query["run"], query["client"], query["conn"])] = context["connectionId"]
             try:
-                invocation = inner(event)
+                invocation = inner(event, queued_ms)
             finally:
                 with self.lock:
                     self.running -= 1

@@ -135,9 +135,9 @@ class _Spy:
     def __init__(self, inner: Any) -> None:
         self.inner, self.spec, self.events = inner, inner.spec, []
 
-    def invoke(self, event: dict[str, Any]) -> Any:
+    def invoke(self, event: dict[str, Any], queued_ms: float = 0.0) -> Any:
         self.events.append(event)
-        return self.inner.invoke(event)
+        return self.inner.invoke(event, queued_ms)
 
     def close(self) -> None:
         self.inner.close()

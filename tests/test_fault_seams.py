@@ -101,9 +101,9 @@ class _Spy:
         self.spec = inner.spec
         self.events: list[dict[str, Any]] = []
 
-    def invoke(self, event: dict[str, Any]) -> Any:
+    def invoke(self, event: dict[str, Any], queued_ms: float = 0.0) -> Any:
         self.events.append(event)
-        return self.inner.invoke(event)
+        return self.inner.invoke(event, queued_ms)
 
 
 def _stack(tmp_path: Path, rules: list[dict[str, Any]]) -> LocalStack:

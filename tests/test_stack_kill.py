@@ -113,7 +113,7 @@ class _Recorder:
         self.keys: list[str] = []
         self.delivered = threading.Event()
 
-    def invoke(self, event: dict[str, Any]) -> Invocation:
+    def invoke(self, event: dict[str, Any], queued_ms: float = 0.0) -> Invocation:
         self.keys += [record["dynamodb"]["Keys"]["id"]["S"] for record in event["Records"]]
         self.delivered.set()
         return Invocation("r", "Recorder")
