@@ -81,6 +81,7 @@ class RunState:
         self.ended_t: int | None = None  # wall ms when the load last stopped
         self.interrupted = False  # Ctrl-C before the load stopped by itself
         self.tearing_down = False
+        self.sigint: Any = None  # gevent's watcher for Ctrl-C, kept while the run lasts
         self.load_cpu: CpuSampler | None = None  # this machine's load generator processes
         self.load_cpu_peak: float | None = None  # Locust's figures: the busiest process, % of one core
         self.ledger = ShippingLedger()  # master: what each worker sent and what arrived
@@ -278,8 +279,11 @@ def on_init(environment: Environment, **_: Any) -> None:
                 "proxy": RUN.target.proxy if RUN.target else None,
                 "resource_sampling": RUN.target.sampling if RUN.target else None,
                 "leaks": profile.leaks.as_dict() if profile and profile.leaks else None}
-    # Ctrl-C is ours before run.json says the run started (a job cancelled as soon as it sees it).
-    signal.signal(signal.SIGINT, _on_sigint)
+    # Ctrl-C is ours before run.json says the run started (a job cancelled as soon as it sees it). The
+    # handler runs from gevent's loop, never in the middle of whatever code the signal interrupted: a
+    # Python-level handler that threw into the main greenlet there could leave gevent's resolver
+    # queue locked, and the process hung in "stopping" (a players' rejoin resolving the ping host).
+    RUN.sigint = gevent.signal_handler(signal.SIGINT, _on_sigint)
     write_atomic(RUN.run_dir / "run.json", json.dumps(RUN.info, indent=2))
     print(f"relay-harness: seed {options.seed}; target {environment.host}; run folder {RUN.run_dir}", flush=True)
     # This process and its --processes workers, not the target's processes (also its children);
@@ -300,7 +304,7 @@ def on_init(environment: Environment, **_: Any) -> None:
     _start_flusher(environment)
 
 
-def _on_sigint(signum: int, frame: Any) -> None:
+def _on_sigint() -> None:
     """Ctrl-C: note that the run was interrupted and let Locust shut down; once the report is being
     written, say so and carry on."""
     if not RUN.tearing_down:
