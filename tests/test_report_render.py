@@ -218,3 +218,17 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path):
     with pytest.raises(UnicodeEncodeError):
         write_atomic(target, "half \ud800 written")
     assert target.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["summary.md"]
+
+
+def test_a_fail_in_a_strained_run_ends_with_a_hint_that_the_load_may_be_part_of_it():
+    from harness.report.build import verdict_line
+
+    failed = {**results(), "verdict": "fail", "verdict_reason": "1 violation(s) in Client-visible errors",
+              "score": 81.8, "partial": False}
+    assert verdict_line(failed) == "FAIL: 1 violation(s) in Client-visible errors; score 81.8%"
+    strained = {**failed, "resources": {"short_of_cpu": ["machine"]}}
+    assert verdict_line(strained).endswith("; the run was short of CPU (summary.md says where): rerun with fewer "
+                                           "users (-u) to tell the relay's faults from the load's")
+    behind = {**failed, "lag": {"spans": 1}}
+    assert "short of CPU" in verdict_line(behind)
+    assert "short of CPU" not in verdict_line({**strained, "verdict": "pass", "verdict_reason": "ok"})

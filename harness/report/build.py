@@ -43,7 +43,14 @@ def build_report(run_dir: Path, partial: bool = False) -> tuple[int, dict]:
 
 
 def verdict_line(results: dict) -> str:
-    """The one line a run ends with: verdict, why, score."""
+    """The one line a run ends with: verdict, why, score; for a fail in a run that was short of CPU
+    or whose local stack fell behind, a hint that the load may be part of it (the console and a CI
+    log show only this line)."""
     score = "n/a" if results["score"] is None else f"{results['score']:.1f}%"
     partial = " (partial)" if results["partial"] else ""
-    return f"{results['verdict'].upper()}{partial}: {results['verdict_reason']}; score {score}"
+    hint = ""
+    strained = (results.get("resources") or {}).get("short_of_cpu") or (results.get("lag") or {}).get("spans")
+    if results["verdict"] == "fail" and strained:
+        hint = ("; the run was short of CPU (summary.md says where): rerun with fewer users (-u) to tell the "
+                "relay's faults from the load's")
+    return f"{results['verdict'].upper()}{partial}: {results['verdict_reason']}; score {score}{hint}"
