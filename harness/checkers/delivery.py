@@ -94,18 +94,6 @@ def _order(run: Run, client: str, records: list[dict], invokes: dict[str, dict],
         last[key] = (max(number, last.get(key, (number, record))[0]), record)
 
 
-def last_receipts(received_by: dict[str, list[dict]]) -> dict[str, float]:
-    """Payload id -> when the last member to get it got it (wall ms), counting first copies only."""
-    last: dict[str, float] = {}
-    for records in received_by.values():
-        first: dict[str, float] = {}
-        for record in records:
-            first.setdefault(record["pid"], record["t"])
-        for pid, t in first.items():
-            last[pid] = max(last.get(pid, t), t)
-    return last
-
-
 def _members_over_time(run: Run) -> dict[str, list[tuple[str, float, float]]]:
     """session -> (client, in the session from t, until t). A client's membership ends when it leaves
     (SESSION_END, CONNECTION_OVERWRITE, INVALID_CONNECTION), is put in another session, or starts a
@@ -137,7 +125,6 @@ def _losses(run: Run, sent_ok: list[dict], invokes: dict[str, dict], received_by
             result: CheckResult) -> None:
     members = _members_over_time(run)
     got = {client: {r["pid"] for r in records} for client, records in received_by.items()}
-    delivered = last_receipts(received_by)
     grace = GRACE_S * 1000
     for send in sent_ok:
         session = send.get("session")
@@ -156,7 +143,7 @@ def _losses(run: Run, sent_ok: list[dict], invokes: dict[str, dict], received_by
                 continue
             receiver_conn = run.socket_at(client, send["t"])
             faults = run.loss_faults(send["pid"], send["client"], send["conn"], client, receiver_conn, send["t"],
-                                     window_end, delivered.get(send["pid"]))
+                                     window_end, run.last_receipts.get(send["pid"]))
             pinned = bool((invokes[send["pid"]].get("msg") or {}).get("pinned"))
             message = f"{send['pid']} from {send['client']} never reached {client}"
             if faults:

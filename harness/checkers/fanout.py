@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..history import Record
-from .delivery import last_receipts
 from .model import GRACE_S, CheckResult, Finding, Run, excerpt
 from .sockets import Socket, by_session, load_end, sockets
 
@@ -26,12 +25,10 @@ GONE_AFTER_S = 0.5
 def check(run: Run) -> CheckResult:
     result = CheckResult("fanout", "A gone socket does not stop a fan-out", weight=2)
     sessions = by_session(sockets(run))
-    received_by: dict[str, list[Record]] = {}
+    got: dict[str, set[str]] = {}
     for record in run.history:
         if record["op"] == "recv" and record.get("pid"):
-            received_by.setdefault(record["client"], []).append(record)
-    got = {client: {r["pid"] for r in records} for client, records in received_by.items()}
-    delivered = last_receipts(received_by)
+            got.setdefault(record["client"], set()).add(record["pid"])
     horizon = load_end(run)
     grace = GRACE_S * 1000
     for send in run.history:
@@ -52,7 +49,7 @@ def check(run: Run) -> CheckResult:
             result.checked += 1
             if send["pid"] in got.get(receiver.client, set()):
                 continue
-            faults = _could_hit(run, send, receiver, t, t + grace, delivered.get(send["pid"]))
+            faults = _could_hit(run, send, receiver, t, t + grace, run.last_receipts.get(send["pid"]))
             names = ", ".join(sorted(gone_clients))
             finding = Finding("a gone socket does not stop a fan-out",
                               f"{send['pid']} from {send['client']} never reached {receiver.client}, sent while "

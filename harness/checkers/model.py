@@ -29,6 +29,7 @@ What only such a span explains is not judged, and the verdict says the run is in
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import defaultdict
@@ -226,6 +227,19 @@ class Run:
         return {**kill, "params": {**(kill.get("params") or {}), "seconds": (until - kill["t"]) / 1000}}
 
     # ---- questions checkers ask ------------------------------------------------------------
+    @functools.cached_property
+    def last_receipts(self) -> dict[str, float]:
+        """Payload id -> when the last member to get it got it (wall ms), first copies only; worked
+        out once for the checkers that ask (``loss_faults``' ``delivered_t``)."""
+        first: dict[tuple[str, str], float] = {}
+        for record in self.received():
+            if record.get("pid"):
+                first.setdefault((record["client"], record["pid"]), record["t"])
+        last: dict[str, float] = {}
+        for (_, pid), t in first.items():
+            last[pid] = max(last.get(pid, t), t)
+        return last
+
     def received(self, kind: str | None = None) -> list[Record]:
         """Received frames (of JSON ``type`` ``kind``), in history order; worked out once per kind."""
         cache = self.__dict__.setdefault("_received", {})
